@@ -1,0 +1,54 @@
+"""tuswsgi: a resumable-upload server speaking tus 1.0.0, as a WSGI application.
+
+``gunicorn tuswsgi:app`` serves with the configuration found at start-up
+(``$TUSWSGI_CONFIG``, else ``./tus.ini``, else the built-in defaults);
+``create_app()`` builds an application to mount inside another WSGI stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Optional
+
+from .config import ConfigError, load_config
+from .wsgi import TusApp
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "TusApp", "__version__", "app", "create_app"]
+
+#: gunicorn's exit status for "the application failed to load": the master stops
+#: instead of restarting workers that cannot start.
+_APP_LOAD_ERROR = 4
+
+
+def create_app(config_file: Optional[str] = None, **overrides: Any) -> TusApp:
+    """Build the WSGI application from a config file and/or keyword overrides.
+
+    Raises :class:`ConfigError`, naming the key and value, when a setting is wrong.
+    """
+    return TusApp(load_config(config_file, **overrides))
+
+
+def __getattr__(name: str) -> TusApp:
+    """Build ``tuswsgi.app`` on first access, so importing the package reads no config."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        application = create_app()
+    except ConfigError as exc:
+        print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(_APP_LOAD_ERROR) from None
+    _log_to_stderr()
+    globals()["app"] = application
+    return application
+
+
+def _log_to_stderr() -> None:
+    """Give the ``tuswsgi`` logger a stderr handler unless the host set one up."""
+    logger = logging.getLogger("tuswsgi")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

@@ -1,0 +1,163 @@
+"""The ``tuswsgi`` command: run the server and look after the upload directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from .config import SETTINGS, ConfigError, load_config
+from .protocol import decode_metadata
+from .service import UploadService
+from .store import UploadInfo, UploadNotFound, check_upload_id, InvalidUploadId
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="tuswsgi", description="tus resumable-upload server")
+    parser.add_argument("-c", "--config", help="config file (default: $TUSWSGI_CONFIG or ./tus.ini)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run gunicorn with the production settings")
+    serve.add_argument("gunicorn_args", nargs=argparse.REMAINDER,
+                       help="extra gunicorn options, e.g. --bind 0.0.0.0:8000")
+    listing = commands.add_parser("list", help="list uploads")
+    listing.add_argument("--json", action="store_true")
+    show = commands.add_parser("show", help="show one upload")
+    show.add_argument("upload_id")
+    show.add_argument("--json", action="store_true")
+    cleanup = commands.add_parser("cleanup", help="remove expired and terminated uploads")
+    cleanup.add_argument("--dry-run", action="store_true")
+    commands.add_parser("check-config", help="validate the configuration and print it")
+    commands.add_parser("sample-config", help="print a tus.ini with every key commented")
+    args = parser.parse_args(argv)
+
+    if args.command == "sample-config":
+        sys.stdout.write(sample_config())
+        return 0
+    if args.command == "serve":
+        return serve_command(args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"# configuration from {config.source or 'built-in defaults'}: OK")
+        for name, value in config.as_dict().items():
+            print(f"{name} = {_format_value(value)}")
+        return 0
+    service = UploadService(config)
+    if args.command == "cleanup":
+        for upload_id, action in service.cleanup(dry_run=args.dry_run):
+            print(f"{'would be ' if args.dry_run else ''}{action}: {upload_id}")
+        return 0
+    if args.command == "list":
+        rows = [describe(info) for info in _all_uploads(service)]
+        print(json.dumps(rows, indent=2) if args.json else _table(rows))
+        return 0
+    try:
+        info = service.store.inspect(check_upload_id(args.upload_id))
+    except (UploadNotFound, InvalidUploadId):
+        print(f"tuswsgi: no upload {args.upload_id!r}", file=sys.stderr)
+        return 1
+    row = describe(info)
+    print(json.dumps(row, indent=2) if args.json else
+          "\n".join(f"{key:>10}: {value}" for key, value in row.items()))
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    if args.config:
+        os.environ["TUSWSGI_CONFIG"] = args.config
+    try:
+        load_config()
+    except ConfigError as exc:
+        print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
+        return 2
+    extra = [arg for arg in args.gunicorn_args if arg != "--"]
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:tuswsgi.gunicorn_conf",
+               *extra, "tuswsgi:app"]
+    os.execv(sys.executable, command)
+    return 1  # not reached
+
+
+def sample_config() -> str:
+    """``tus.ini`` text: every setting, commented out at its default, with its help."""
+    lines = ["# tuswsgi configuration. Every key is optional; the value shown is the default.",
+             "# Each key can also be set by the environment variable TUSWSGI_<KEY>.",
+             "[tuswsgi]"]
+    for setting in SETTINGS:
+        lines += ["", f"# {setting.help}", f"# {setting.name} = {setting.default}"]
+    return "\n".join(lines) + "\n"
+
+
+def _all_uploads(service: UploadService):
+    for upload_id in service.store.iter_ids():
+        try:
+            yield service.store.inspect(upload_id)
+        except (UploadNotFound, ValueError):
+            continue
+
+
+def describe(info: UploadInfo) -> dict:
+    now = time.time()
+    if info.is_gone:
+        state = "gone"
+    elif info.is_complete:
+        state = "finished"
+    elif info.expires is not None and info.expires <= now:
+        state = "expired"
+    else:
+        state = "receiving" if now - info.modified < 60 else "paused"
+    meta = decode_metadata(info.metadata)
+    return {
+        "id": info.id,
+        "filename": meta.get("filename") or meta.get("name") or "",
+        "size": info.length,
+        "received": info.offset,
+        "percent": round(100 * info.offset / info.length, 1) if info.length else None,
+        "state": state,
+        "kind": info.concat or "",
+        "created": _iso(info.created),
+        "modified": _iso(info.modified),
+        "expires": _iso(info.expires) if info.expires else None,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def human_size(size: Optional[int]) -> str:
+    if size is None:
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)
+
+
+def _table(rows: list[dict]) -> str:
+    header = ("ID", "FILENAME", "SIZE", "RECEIVED", "%", "STATE", "MODIFIED", "EXPIRES")
+    body = [(r["id"], r["filename"][:30], human_size(r["size"]), human_size(r["received"]),
+             "" if r["percent"] is None else f"{r['percent']}", r["state"], r["modified"],
+             r["expires"] or "-") for r in rows]
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *body])
+
+
+def _format_value(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

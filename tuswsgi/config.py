@@ -1,0 +1,206 @@
+"""Settings: one table declares every key, its default, its parser and its help.
+
+The table is the only place a default lives.  ``tus.ini``, the environment
+variables (``TUSWSGI_<KEY>``), ``create_app(**overrides)`` and the generated
+documentation are all read through it, so they cannot disagree.
+
+Precedence, lowest first: built-in default < config file < environment
+variable < keyword override.  The config file is ``TUSWSGI_CONFIG`` if set,
+else ``./tus.ini`` if it exists, else none.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+SECTION = "tuswsgi"
+ENV_PREFIX = "TUSWSGI_"
+CONFIG_ENV = "TUSWSGI_CONFIG"
+DEFAULT_CONFIG_FILE = "tus.ini"
+
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "crc32")
+FSYNC_POLICIES = ("none", "finish", "always")
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NUMBER_WITH_UNIT = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]?)b?")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names key and value."""
+
+
+def parse_size(text: str) -> int:
+    """Parse ``1024``, ``512K``, ``10M``, ``2G``, ``1T`` (binary units) into bytes."""
+    match = _NUMBER_WITH_UNIT.fullmatch(text.strip().lower())
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError("expected bytes with an optional K/M/G/T suffix, e.g. 10G")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``45``, ``45s``, ``30m``, ``12h``, ``7d``, ``2w`` into seconds."""
+    match = _NUMBER_WITH_UNIT.fullmatch(text.strip().lower())
+    if not match or match.group(2) not in _DURATION_UNITS:
+        raise ValueError("expected a duration such as 45s, 30m, 12h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected on/off (or true/false, yes/no, 1/0)")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in re.split(r"[\s,]+", text.strip()) if item)
+
+
+def parse_base_path(text: str) -> str:
+    path = text.strip()
+    if not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)*", path.rstrip("/") + "/"):
+        raise ValueError("expected a URL path such as /files/")
+    return path.rstrip("/") + "/"
+
+
+def parse_checksums(text: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in parse_list(text))
+    unknown = [name for name in names if name not in CHECKSUM_ALGORITHMS]
+    if unknown:
+        raise ValueError("supported algorithms are " + ", ".join(CHECKSUM_ALGORITHMS))
+    return names
+
+
+def parse_fsync(text: str) -> str:
+    value = text.strip().lower()
+    if value not in FSYNC_POLICIES:
+        raise ValueError("expected one of " + ", ".join(FSYNC_POLICIES))
+    return value
+
+
+def parse_positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("upload_dir", "./uploads", str,
+            "Directory holding the uploads (created on demand)."),
+    Setting("base_path", "/files/", parse_base_path,
+            "URL path of the tus endpoint; uploads live at <base_path><id>."),
+    Setting("max_size", "0", parse_size,
+            "Largest upload accepted, in bytes (K/M/G/T suffixes); 0 means no limit."),
+    Setting("expiration", "7d", parse_duration,
+            "Unfinished uploads expire this long after their last received byte; 0 disables."),
+    Setting("gone_retention", "7d", parse_duration,
+            "How long terminated or expired uploads answer 410 before they are forgotten (404)."),
+    Setting("cleanup_interval", "1h", parse_duration,
+            "How often a worker sweeps expired uploads in passing; 0 disables (use `tuswsgi cleanup`)."),
+    Setting("checksum_algorithms", "md5,sha1,sha256,sha512,crc32", parse_checksums,
+            "Algorithms accepted in Upload-Checksum (checksum extension)."),
+    Setting("download", "on", parse_bool,
+            "Serve finished uploads with GET (Range, ETag, safe Content-Disposition)."),
+    Setting("cors_origins", "*", parse_list,
+            "Origins allowed by CORS, separated by commas or spaces; * allows any."),
+    Setting("behind_proxy", "off", parse_bool,
+            "Trust X-Forwarded-* and Forwarded headers to build Location URLs."),
+    Setting("network_timeout", "60s", parse_positive_duration,
+            "A request body that sends no data for this long is cut; received bytes are kept."),
+    Setting("lock_timeout", "5s", parse_duration,
+            "How long a request waits for an upload held by another request before 423."),
+    Setting("max_metadata_size", "16K", parse_size,
+            "Largest Upload-Metadata header accepted, in bytes."),
+    Setting("fsync", "none", parse_fsync,
+            "none: leave flushing to the OS; finish: fsync when an upload completes; "
+            "always: fsync before acknowledging every request."),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Config:
+    """Parsed settings, read as attributes (``config.max_size``)."""
+
+    def __init__(self, values: Mapping[str, Any], source: Optional[str] = None) -> None:
+        self._values = dict(values)
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _parse(name: str, raw: Any, origin: str) -> Any:
+    setting = SETTINGS_BY_NAME.get(name)
+    if setting is None:
+        raise ConfigError(f"{origin}: unknown key {name!r}")
+    if isinstance(raw, (list, tuple)):
+        raw = ",".join(map(str, raw))
+    elif not isinstance(raw, str):
+        raw = str(raw)
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: bad value for {name!r}: {raw!r} ({exc})") from None
+
+
+def find_config_file(environ: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The file to read: ``$TUSWSGI_CONFIG``, else ``./tus.ini`` when present."""
+    explicit = environ.get(CONFIG_ENV)
+    if explicit:
+        return explicit
+    return DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+
+
+def read_config_file(path: str) -> dict[str, str]:
+    """Read the ``[tuswsgi]`` section; unknown sections are left to their owners."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"config file {path!r} is malformed: {exc}") from None
+    if not parser.has_section(SECTION):
+        return {}
+    return dict(parser.items(SECTION))
+
+
+def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.environ,
+                **overrides: Any) -> Config:
+    """Build the configuration; raise :class:`ConfigError` naming any bad key or value."""
+    source = path if path is not None else find_config_file(environ)
+    values = {s.name: s.parse(s.default) for s in SETTINGS}
+    if source is not None:
+        for name, raw in read_config_file(source).items():
+            values[name] = _parse(name, raw, f"{source} [{SECTION}]")
+    for setting in SETTINGS:
+        env_name = ENV_PREFIX + setting.name.upper()
+        if env_name in environ:
+            values[setting.name] = _parse(setting.name, environ[env_name], env_name)
+    for name, raw in overrides.items():
+        values[name] = _parse(name, raw, "create_app()")
+    return Config(values, source)

@@ -1,0 +1,84 @@
+"""Every error a client can see, declared once: stable code, HTTP status, message.
+
+Errors are werkzeug ``HTTPException`` instances, so a handler raises one and the
+dispatcher returns it as the response.  The body is plain text that starts with
+the machine-readable code (``ERR_MISMATCHED_OFFSET: ...``); the same code goes
+to the log line, so an operator can grep for what a client was told.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from werkzeug.exceptions import HTTPException
+
+from .responses import Response
+
+ERRORS: dict[str, tuple[int, str]] = {
+    # Request framing and protocol version.
+    "ERR_UNSUPPORTED_VERSION": (412, "Tus-Resumable is missing or names an unsupported version"),
+    "ERR_BAD_REQUEST": (400, "the request is malformed"),
+    "ERR_METHOD_NOT_ALLOWED": (405, "method not allowed on this resource"),
+    "ERR_NOT_FOUND": (404, "upload not found"),
+    "ERR_UPLOAD_GONE": (410, "upload was terminated or has expired"),
+    # Header validation.
+    "ERR_INVALID_OFFSET": (400, "Upload-Offset must be a non-negative decimal integer"),
+    "ERR_INVALID_LENGTH": (400, "Upload-Length must be a non-negative decimal integer"),
+    "ERR_INVALID_DEFER_LENGTH": (400, "Upload-Defer-Length must be 1"),
+    "ERR_LENGTH_REQUIRED": (400, "send either Upload-Length or Upload-Defer-Length: 1"),
+    "ERR_LENGTH_AND_DEFER": (400, "send Upload-Length or Upload-Defer-Length, not both"),
+    "ERR_INVALID_CONTENT_LENGTH": (400, "Content-Length must be a non-negative decimal integer"),
+    "ERR_INVALID_METADATA": (400, "Upload-Metadata is malformed"),
+    "ERR_METADATA_TOO_LARGE": (400, "Upload-Metadata exceeds the configured size limit"),
+    "ERR_INVALID_CONCAT": (400, "Upload-Concat is malformed or names unusable uploads"),
+    "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
+    "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
+    "ERR_INVALID_CONTENT_TYPE": (415, "Content-Type must be application/offset+octet-stream"),
+    "ERR_INVALID_METHOD_OVERRIDE": (400, "X-HTTP-Method-Override names an unsupported method"),
+    # Upload state.
+    "ERR_MISMATCHED_OFFSET": (409, "Upload-Offset does not match the upload's offset"),
+    "ERR_LENGTH_ALREADY_SET": (400, "Upload-Length is already known and cannot change"),
+    "ERR_LENGTH_TOO_SMALL": (400, "Upload-Length is smaller than the bytes already received"),
+    "ERR_SIZE_EXCEEDED": (413, "request would make the upload larger than its declared length"),
+    "ERR_MAX_SIZE_EXCEEDED": (413, "upload is larger than the server's maximum size"),
+    "ERR_UPLOAD_IS_FINAL": (403, "a final upload of a concatenation cannot be modified"),
+    "ERR_UPLOAD_NOT_FINISHED": (404, "upload is not finished; only finished uploads can be downloaded"),
+    "ERR_DOWNLOAD_DISABLED": (405, "downloads are disabled on this server"),
+    "ERR_CHECKSUM_MISMATCH": (460, "checksum of the received data does not match Upload-Checksum"),
+    "ERR_UPLOAD_LOCKED": (423, "upload is in use by another request"),
+    "ERR_UPLOAD_INTERRUPTED": (400, "request was interrupted by a newer request for this upload"),
+    "ERR_REQUEST_TIMEOUT": (408, "no data arrived within the network timeout"),
+    "ERR_CLIENT_GONE": (400, "request body ended before its declared length"),
+    "ERR_INSUFFICIENT_STORAGE": (507, "not enough storage space to save the data"),
+    "ERR_STORAGE": (500, "the storage failed while saving the data"),
+    "ERR_INTERNAL": (500, "internal server error"),
+}
+
+#: Registered status phrases for codes werkzeug does not know.
+_EXTRA_STATUS_PHRASES = {460: "Checksum Mismatch"}
+
+
+class TusError(HTTPException):
+    """An error response with a stable code; ``detail`` adds request specifics."""
+
+    def __init__(self, code: str, detail: Optional[str] = None,
+                 headers: Optional[Iterable[tuple[str, str]]] = None) -> None:
+        status, message = ERRORS[code]
+        super().__init__(description=f"{message} ({detail})" if detail else message)
+        self.code = status
+        self.error_code = code
+        self.extra_headers = list(headers or ())
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return _EXTRA_STATUS_PHRASES.get(self.code) or super().name
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return f"{self.error_code}: {self.description}\n"
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers]
+
+    def get_response(self, environ: Any = None, scope: Any = None) -> Response:  # type: ignore[override]
+        status = f"{self.code} {self.name}"
+        return Response(self.get_body(), status, self.get_headers())

@@ -1,0 +1,149 @@
+"""Per-upload locks across threads and worker processes, with hand-over.
+
+A lock is a ``filelock`` (``flock``) on ``<id>.lock``.  The kernel drops it when its
+holder dies, so a ``kill -9`` never leaves an upload locked, and the lock file is
+never unlinked (unlinking a lock file someone else still holds lets a third
+request lock a fresh inode and write at the same time).
+
+Hand-over: a request that finds the lock taken asks the holder to stop by
+stamping ``<id>.stop`` with a new modification time, again every poll, until it
+gets the lock or ``lock_timeout`` passes.  In the holder's process a watcher
+thread compares that stamp with the one it saw when the lock was taken; a change
+calls the holder's ``on_stop``, which ends its request body early.  Because only
+a *change* counts, a stop file left by a dead process never stops anyone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+from filelock import FileLock, Timeout
+
+POLL_INTERVAL = 0.05
+
+#: filelock 4 removes a lock file on release unless told not to.
+_LOCK_OPTIONS = (
+    {"preserve_lock_file": True}
+    if "preserve_lock_file" in inspect.signature(FileLock.__init__).parameters else {}
+)
+
+
+class LockTimeout(Exception):
+    """The holder did not let go within the timeout."""
+
+
+def _stamp(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class _Hold:
+    __slots__ = ("on_stop", "seen", "stop_path", "stopped")
+
+    def __init__(self, stop_path: str, on_stop: Callable[[], None]) -> None:
+        self.stop_path = stop_path
+        self.seen = _stamp(stop_path)
+        self.on_stop = on_stop
+        self.stopped = False
+
+
+class _StopWatcher:
+    """One daemon thread per process that notices stop requests for its holds."""
+
+    def __init__(self) -> None:
+        self._holds: set[_Hold] = set()
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+
+    def add(self, hold: _Hold) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="tuswsgi-stop-watcher",
+                                                daemon=True)
+                self._thread.start()
+            self._holds.add(hold)
+            self._cond.notify()
+
+    def remove(self, hold: _Hold) -> None:
+        with self._cond:
+            self._holds.discard(hold)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._holds:
+                    self._cond.wait()
+                holds = list(self._holds)
+            for hold in holds:
+                if not hold.stopped and _stamp(hold.stop_path) != hold.seen:
+                    hold.stopped = True
+                    hold.on_stop()
+            time.sleep(POLL_INTERVAL)
+
+
+_watcher = _StopWatcher()
+
+
+class UploadLocker:
+    """Hands out per-upload locks for uploads stored in ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.handovers = 0
+
+    @contextmanager
+    def hold(self, upload_id: str, timeout: float,
+             on_stop: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the lock of ``upload_id`` (already validated) for the ``with`` block.
+
+        ``on_stop`` runs on the watcher thread when a newer request asks for the
+        upload; the holder should then finish quickly and leave the block.
+        """
+        base = os.path.join(self.directory, upload_id)
+        lock = FileLock(base + ".lock", thread_local=False, **_LOCK_OPTIONS)
+        self._acquire(lock, base + ".stop", timeout)
+        hold = _Hold(base + ".stop", on_stop)
+        _watcher.add(hold)
+        try:
+            yield
+        finally:
+            _watcher.remove(hold)
+            lock.release()
+
+    def _acquire(self, lock: FileLock, stop_path: str, timeout: float) -> None:
+        try:
+            lock.acquire(timeout=0)
+            return
+        except Timeout:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            _request_stop(stop_path)
+            try:
+                lock.acquire(timeout=0)
+                self.handovers += 1
+                return
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(stop_path) from None
+            time.sleep(POLL_INTERVAL)
+
+
+def _request_stop(stop_path: str) -> None:
+    """Stamp the stop file with a fresh time, creating it if needed."""
+    now = time.time_ns()
+    try:
+        os.utime(stop_path, ns=(now, now))
+    except FileNotFoundError:
+        with open(stop_path, "ab"):
+            pass
+        os.utime(stop_path, ns=(now, now))

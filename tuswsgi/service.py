@@ -1,0 +1,282 @@
+"""Upload operations shared by every protocol front-end.
+
+The tus handlers (and any later front-end, such as the IETF draft) parse their
+headers, then call these methods with plain values.  Here live the rules that
+do not depend on the wire format: limits, locking and hand-over, offsets,
+deferred lengths, checksums, concatenation, expiration, and the translation of
+store failures into the error table.  No file paths and no header names.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional
+
+from .body import BodyInterrupted, BodyTimeout, ClientGone, RequestBody
+from .config import Config
+from .errors import TusError
+from .locking import LockTimeout, UploadLocker
+from .protocol import new_hasher
+from .store import (
+    FileStore,
+    InvalidUploadId,
+    OffsetMismatch,
+    StorageFailed,
+    StorageFull,
+    UploadGone,
+    UploadInfo,
+    UploadNotFound,
+    check_upload_id,
+    new_upload_id,
+)
+
+log = logging.getLogger("tuswsgi")
+
+
+@dataclass
+class Checksum:
+    algorithm: str
+    digest: bytes
+
+
+class UploadService:
+    """Store + locks + limits; the one place upload state changes."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = FileStore(config.upload_dir, expiration=config.expiration,
+                               gone_retention=config.gone_retention, fsync=config.fsync)
+        self.locker = UploadLocker(self.store.directory)
+        self._next_sweep = time.monotonic() + min(config.cleanup_interval or 0, 60)
+        self._sweep_lock = threading.Lock()
+
+    # -- lookups -----------------------------------------------------------
+    def get(self, upload_id: str) -> UploadInfo:
+        """The upload, or 404/410.  Does not lock: for reads of settled state."""
+        try:
+            return self.store.get(check_upload_id(upload_id))
+        except (UploadNotFound, InvalidUploadId):
+            raise TusError("ERR_NOT_FOUND") from None
+        except UploadGone:
+            raise TusError("ERR_UPLOAD_GONE") from None
+
+    @contextmanager
+    def locked(self, upload_id: str, body: Optional[RequestBody] = None) -> Iterator[UploadInfo]:
+        """Hold the upload's lock (taking it over from an older request) and yield it."""
+        self.get(upload_id)  # 404/410 before touching any lock file
+        on_stop = body.interrupt if body is not None else (lambda: None)
+        try:
+            with self.locker.hold(upload_id, self.config.lock_timeout, on_stop):
+                self.store.recover(upload_id)
+                yield self.get(upload_id)
+        except LockTimeout:
+            raise TusError("ERR_UPLOAD_LOCKED") from None
+
+    def head(self, upload_id: str) -> UploadInfo:
+        """Current state; an older request still writing is asked to stop first,
+        so the offset reported is the one a resume must use."""
+        with self.locked(upload_id) as info:
+            return info
+
+    # -- creation ----------------------------------------------------------
+    def create(self, *, length: Optional[int], metadata: list, concat: Optional[str] = None,
+               upload_id: Optional[str] = None) -> UploadInfo:
+        self.maybe_sweep()
+        self.check_size(length)
+        info = UploadInfo(id=upload_id or new_upload_id(), length=length, metadata=metadata,
+                          concat=concat)
+        return self.store.create(info)
+
+    def concatenate(self, part_ids: list[str], metadata: list) -> UploadInfo:
+        parts = []
+        for part_id in part_ids:
+            try:
+                part = self.store.get(check_upload_id(part_id))
+            except (UploadNotFound, UploadGone, InvalidUploadId):
+                raise TusError("ERR_INVALID_CONCAT", f"unknown upload {part_id[:40]!r}") from None
+            if part.concat != "partial":
+                raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not a partial upload")
+            if not part.is_complete:
+                raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
+            parts.append(part)
+        self.check_size(sum(part.length or 0 for part in parts))
+        info = UploadInfo(id=new_upload_id(), length=None, metadata=metadata, concat="final",
+                          parts=[part.id for part in parts])
+        try:
+            return self.store.concatenate(info, parts)
+        except OSError as exc:
+            self.store.forget(info.id)
+            raise TusError("ERR_INSUFFICIENT_STORAGE" if exc.errno == 28 else "ERR_STORAGE") from None
+
+    def check_size(self, length: Optional[int]) -> None:
+        if length is not None and self.config.max_size and length > self.config.max_size:
+            raise TusError("ERR_MAX_SIZE_EXCEEDED", f"limit {self.config.max_size} bytes")
+
+    # -- appending ---------------------------------------------------------
+    def append(self, upload_id: str, offset: int, body: RequestBody, *,
+               declare_length: Optional[int] = None,
+               checksum: Optional[Checksum] = None) -> UploadInfo:
+        """Append the body at ``offset``; the caller's lock is taken here."""
+        with self.locked(upload_id, body) as info:
+            return self.append_locked(info, offset, body, declare_length=declare_length,
+                                      checksum=checksum)
+
+    def append_locked(self, info: UploadInfo, offset: int, body: RequestBody, *,
+                      declare_length: Optional[int] = None,
+                      checksum: Optional[Checksum] = None) -> UploadInfo:
+        if info.concat == "final":
+            raise TusError("ERR_UPLOAD_IS_FINAL")
+        if offset != info.offset:
+            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}, request says {offset}")
+        if declare_length is not None:
+            self._declare_length(info, declare_length)
+        limit = self._room(info)
+        if body.length is not None and body.length > limit:
+            raise TusError("ERR_SIZE_EXCEEDED" if info.length is not None else "ERR_MAX_SIZE_EXCEEDED",
+                           f"{body.length} bytes sent, {limit} allowed")
+        source, verify = body, None
+        if checksum is not None:
+            source = _HashingReader(body, checksum.algorithm)
+            verify = source.verifier(checksum.digest)
+        self._write(info, source, limit, verify)
+        if body.is_chunked and body.has_more():
+            self.store.truncate(info, offset)
+            raise TusError("ERR_SIZE_EXCEEDED", f"body is larger than the {limit} bytes allowed")
+        return info
+
+    def _declare_length(self, info: UploadInfo, length: int) -> None:
+        if info.length is not None:
+            if length != info.length:
+                raise TusError("ERR_LENGTH_ALREADY_SET")
+            return
+        if length < info.offset:
+            raise TusError("ERR_LENGTH_TOO_SMALL", f"{info.offset} bytes already received")
+        self.check_size(length)
+        self.store.declare_length(info, length)
+
+    def _room(self, info: UploadInfo) -> int:
+        if info.length is not None:
+            return info.length - info.offset
+        if self.config.max_size:
+            return self.config.max_size - info.offset
+        return 1 << 62
+
+    def _write(self, info: UploadInfo, source, limit: int, verify) -> None:
+        start = info.offset
+        try:
+            self.store.append(info, source, limit, verify)
+        except OffsetMismatch as exc:
+            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {exc.actual}") from None
+        except StorageFull:
+            raise TusError("ERR_INSUFFICIENT_STORAGE") from None
+        except StorageFailed as exc:
+            log.error("storage error on %s: %s", info.id, exc)
+            raise TusError("ERR_STORAGE") from None
+        except BodyInterrupted:
+            raise TusError("ERR_UPLOAD_INTERRUPTED", self._kept(info, start)) from None
+        except BodyTimeout:
+            raise TusError("ERR_REQUEST_TIMEOUT", self._kept(info, start)) from None
+        except ClientGone:
+            raise TusError("ERR_CLIENT_GONE", self._kept(info, start)) from None
+
+    def _kept(self, info: UploadInfo, start: int) -> str:
+        try:
+            offset = self.store.get(info.id).offset
+        except (UploadNotFound, UploadGone):
+            offset = start
+        info.offset = offset
+        return f"kept {offset - start} bytes, upload is at {offset}"
+
+    # -- termination and download ------------------------------------------
+    def terminate(self, upload_id: str) -> None:
+        with self.locked(upload_id):
+            self.store.terminate(upload_id)
+
+    def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
+        info = self.get(upload_id)
+        if not info.is_complete:
+            raise TusError("ERR_UPLOAD_NOT_FINISHED")
+        return info, self.store.open_data(upload_id)
+
+    # -- expiration ----------------------------------------------------------
+    def maybe_sweep(self) -> None:
+        """Run a cleanup pass in passing, at most every ``cleanup_interval``."""
+        interval = self.config.cleanup_interval
+        if not interval or time.monotonic() < self._next_sweep:
+            return
+        if not self._sweep_lock.acquire(blocking=False):
+            return
+        self._next_sweep = time.monotonic() + interval
+        threading.Thread(target=self._sweep, name="tuswsgi-cleanup", daemon=True).start()
+
+    def _sweep(self) -> None:
+        try:
+            self.cleanup()
+        except Exception:
+            log.exception("cleanup pass failed")
+        finally:
+            self._sweep_lock.release()
+
+    def cleanup(self, *, dry_run: bool = False) -> list[tuple[str, str]]:
+        """Expire stale uploads and forget old tombstones; skip any that is being written.
+
+        Returns ``(upload_id, action)`` pairs, action ``expired`` or ``forgotten``.
+        """
+        now = time.time()
+        actions = []
+        for upload_id in self.store.iter_ids():
+            try:
+                info = self.store.inspect(upload_id)
+            except (UploadNotFound, ValueError):
+                continue
+            if self.store.is_expired(info, now):
+                action = "expired"
+            elif self.store.is_forgettable(info, now):
+                action = "forgotten"
+            else:
+                continue
+            if not dry_run and not self._apply_cleanup(upload_id, action, now):
+                continue
+            actions.append((upload_id, action))
+        return actions
+
+    def _apply_cleanup(self, upload_id: str, action: str, now: float) -> bool:
+        try:
+            with self.locker.hold(upload_id, 0):
+                info = self.store.inspect(upload_id)  # re-check under the lock
+                if action == "expired" and self.store.is_expired(info, now):
+                    self.store.terminate(upload_id, now=now)
+                    log.info("upload %s expired", upload_id)
+                    return True
+                if action == "forgotten" and self.store.is_forgettable(info, now):
+                    self.store.forget(upload_id)
+                    return True
+                return False
+        except (LockTimeout, UploadNotFound):
+            return False
+
+
+class _HashingReader:
+    """Wraps a body so its bytes are hashed as they stream to disk."""
+
+    def __init__(self, body: RequestBody, algorithm: str) -> None:
+        self._body = body
+        self._hasher = new_hasher(algorithm)
+
+    def read(self, size: int) -> bytes:
+        data = self._body.read(size)
+        self._hasher.update(data)
+        return data
+
+    def verifier(self, expected: bytes):
+        def verify() -> None:
+            if self._body.is_chunked and self._body.has_more():
+                raise TusError("ERR_SIZE_EXCEEDED")
+            if not hmac.compare_digest(self._hasher.digest(), expected):
+                raise TusError("ERR_CHECKSUM_MISMATCH")
+        return verify

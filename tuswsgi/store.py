@@ -1,0 +1,394 @@
+"""FileStore: uploads as plain files; knows nothing about HTTP.
+
+For an upload ``<id>`` the directory holds:
+
+- ``<id>``          the data received so far; its size *is* the offset, so after a
+                    crash the offset can never claim bytes that are not on disk;
+- ``<id>.info``     JSON description, replaced atomically (temp + fsync + rename),
+                    never rewritten while bytes are appended;
+- ``<id>.pending``  present only while a chunk that still has to be verified
+                    (checksum) is being written; it holds the offset to fall back to;
+- ``<id>.lock`` / ``<id>.stop``  owned by :mod:`tuswsgi.locking`.
+
+A terminated or expired upload keeps its ``.info`` as a tombstone (data removed)
+for ``gone_retention`` seconds, so clients are told 410 rather than 404.
+IDs are checked against :data:`UPLOAD_ID` before any path is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Callable, Iterator, Optional, Protocol
+
+#: Generated IDs are 32 hex digits; hooks may choose others of this shape.  No dot,
+#: so no ID can name a sidecar file, and no slash, so no ID can leave the directory.
+UPLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+BLOCK_SIZE = 1 << 20
+_INFO_CACHE_SIZE = 4096
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class UploadNotFound(StoreError):
+    pass
+
+
+class UploadGone(StoreError):
+    """The upload was terminated or expired; its tombstone still exists."""
+
+
+class OffsetMismatch(StoreError):
+    def __init__(self, actual: int) -> None:
+        super().__init__(f"upload is at offset {actual}")
+        self.actual = actual
+
+
+class InvalidUploadId(StoreError):
+    pass
+
+
+class StorageFull(StoreError):
+    """The disk has no room; the upload was truncated to what was fully written."""
+
+
+class StorageFailed(StoreError):
+    """An I/O error other than a full disk; the upload was truncated likewise."""
+
+
+class Readable(Protocol):
+    def read(self, size: int) -> bytes: ...
+
+
+@dataclass
+class UploadInfo:
+    """What the store knows about an upload.  ``offset`` and ``modified`` come
+    from the data file, everything else from ``.info``."""
+
+    id: str
+    length: Optional[int]
+    metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    created: float = 0.0
+    concat: Optional[str] = None  # "partial", "final" or None
+    parts: list[str] = field(default_factory=list)
+    offset: int = 0
+    modified: float = 0.0
+    gone_since: Optional[float] = None
+    expires: Optional[float] = None
+
+    @property
+    def is_deferred(self) -> bool:
+        return self.length is None
+
+    @property
+    def is_complete(self) -> bool:
+        return self.length is not None and self.offset >= self.length
+
+    @property
+    def is_gone(self) -> bool:
+        return self.gone_since is not None
+
+    def to_record(self) -> dict:
+        return {"id": self.id, "length": self.length, "metadata": self.metadata,
+                "created": self.created, "concat": self.concat, "parts": self.parts,
+                "gone_since": self.gone_since}
+
+    @classmethod
+    def from_record(cls, record: dict) -> UploadInfo:
+        return cls(id=record["id"], length=record["length"],
+                   metadata=[(k, v) for k, v in record["metadata"]],
+                   created=record["created"], concat=record.get("concat"),
+                   parts=list(record.get("parts") or ()), gone_since=record.get("gone_since"))
+
+
+def new_upload_id() -> str:
+    return secrets.token_hex(16)
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidUploadId(upload_id[:40])
+    return upload_id
+
+
+class _InfoCache:
+    """Parsed ``.info`` records per worker, keyed by the file's identity, so a HEAD
+    or PATCH costs a ``stat`` instead of a read and a JSON parse."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[tuple, dict]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, path: str, key: tuple) -> Optional[dict]:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None or entry[0] != key:
+                return None
+            self._entries.move_to_end(path)
+            return entry[1]
+
+    def put(self, path: str, key: tuple, record: dict) -> None:
+        with self._lock:
+            self._entries[path] = (key, record)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+class FileStore:
+    """Uploads in one directory.  Callers hold the upload's lock for every change."""
+
+    def __init__(self, directory: str, *, expiration: float = 0.0,
+                 gone_retention: float = 0.0, fsync: str = "none") -> None:
+        self.directory = os.path.abspath(directory)
+        self.expiration = expiration
+        self.gone_retention = gone_retention
+        self.fsync = fsync
+        self._cache = _InfoCache(_INFO_CACHE_SIZE)
+        os.makedirs(self.directory, exist_ok=True)
+
+    # -- paths -------------------------------------------------------------
+    def path(self, upload_id: str, suffix: str = "") -> str:
+        return os.path.join(self.directory, check_upload_id(upload_id) + suffix)
+
+    # -- reading -----------------------------------------------------------
+    def get(self, upload_id: str) -> UploadInfo:
+        """The upload, with its current offset; raises UploadNotFound / UploadGone."""
+        info = self._read_info(upload_id)
+        if info.is_gone:
+            raise UploadGone(upload_id)
+        try:
+            stat = os.stat(self.path(upload_id))
+        except FileNotFoundError:
+            raise UploadNotFound(upload_id) from None
+        info.offset = stat.st_size
+        info.modified = stat.st_mtime
+        if self.expiration and not info.is_complete:
+            info.expires = max(info.created, info.modified) + self.expiration
+            if info.expires <= time.time():
+                raise UploadGone(upload_id)
+        return info
+
+    def _read_info(self, upload_id: str) -> UploadInfo:
+        path = self.path(upload_id, ".info")
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                record = self._cache.get(path, key)
+                if record is None:
+                    record = json.loads(handle.read())
+                    self._cache.put(path, key, record)
+        except FileNotFoundError:
+            raise UploadNotFound(upload_id) from None
+        return UploadInfo.from_record(record)
+
+    def open_data(self, upload_id: str):
+        """The data file opened for reading (binary)."""
+        return open(self.path(upload_id), "rb")
+
+    def iter_ids(self) -> Iterator[str]:
+        """Every upload ID with an ``.info``, streamed from the directory (no list)."""
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".info") and UPLOAD_ID.fullmatch(name[:-5]):
+                    yield name[:-5]
+
+    # -- writing -----------------------------------------------------------
+    def create(self, info: UploadInfo) -> UploadInfo:
+        """Create an empty upload.  The data file comes first and the ``.info``
+        last, so a crash in between leaves only an orphan the cleanup removes."""
+        data_path = self.path(info.id)
+        fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        info.created = info.created or time.time()
+        self._write_info(info)
+        info.modified = info.created
+        if self.expiration and not info.is_complete:
+            info.expires = info.created + self.expiration
+        return info
+
+    def declare_length(self, info: UploadInfo, length: int) -> None:
+        info.length = length
+        self._write_info(info)
+
+    def append(self, info: UploadInfo, source: Readable, limit: int,
+               verify: Optional[Callable[[], None]] = None) -> int:
+        """Append at most ``limit`` bytes read from ``source``; return how many.
+
+        Bytes are kept when ``source`` fails midway (a dropped client): they were
+        received.  With ``verify``, the chunk is tentative: ``.pending`` records the
+        old offset until ``verify()`` returns, and any failure removes the chunk.
+        A write error truncates back to the last complete write.
+        """
+        fd = os.open(self.path(info.id), os.O_WRONLY | os.O_APPEND)
+        written = 0
+        try:
+            size = os.fstat(fd).st_size
+            if size != info.offset:
+                raise OffsetMismatch(size)
+            if verify is not None:
+                self._write_small(self.path(info.id, ".pending"), str(size).encode())
+            try:
+                written = self._copy(fd, source, limit, size)
+                if verify is not None:
+                    verify()
+            except BaseException:
+                if verify is not None:
+                    os.ftruncate(fd, size)
+                    written = 0
+                raise
+            finally:
+                if verify is not None:
+                    _unlink(self.path(info.id, ".pending"))
+            new_size = size + written
+            if self.fsync == "always" or (self.fsync == "finish" and new_size == info.length):
+                os.fsync(fd)
+            info.offset = new_size
+            return written
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _copy(fd: int, source: Readable, limit: int, base: int) -> int:
+        written = 0
+        while written < limit:
+            chunk = source.read(min(BLOCK_SIZE, limit - written))
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            try:
+                while view:
+                    done = os.write(fd, view)
+                    view = view[done:]
+                    written += done
+            except OSError as exc:
+                os.ftruncate(fd, base + written)
+                error = StorageFull if exc.errno in (28, 122) else StorageFailed  # ENOSPC, EDQUOT
+                raise error(os.strerror(exc.errno or 0)) from exc
+        return written
+
+    def truncate(self, info: UploadInfo, offset: int) -> None:
+        """Cut the data back to ``offset`` (a chunk that had to be refused)."""
+        os.truncate(self.path(info.id), offset)
+        info.offset = offset
+
+    def recover(self, upload_id: str) -> None:
+        """Undo a tentative chunk left by a crashed writer.  Call under the lock."""
+        pending = self.path(upload_id, ".pending")
+        try:
+            with open(pending, "rb") as handle:
+                offset = int(handle.read() or b"0")
+        except FileNotFoundError:
+            return
+        except ValueError:
+            offset = None
+        if offset is not None:
+            try:
+                os.truncate(self.path(upload_id), offset)
+            except FileNotFoundError:
+                pass
+        _unlink(pending)
+
+    def concatenate(self, info: UploadInfo, parts: list[UploadInfo]) -> UploadInfo:
+        """Create ``info`` as the concatenation of finished ``parts``, block by block."""
+        data_path = self.path(info.id)
+        with open(data_path, "xb") as target:
+            for part in parts:
+                with self.open_data(part.id) as source:
+                    _copy_file(source.fileno(), target.fileno(), part.length or 0)
+            if self.fsync != "none":
+                os.fsync(target.fileno())
+        info.length = sum(part.length or 0 for part in parts)
+        info.created = time.time()
+        self._write_info(info)
+        info.offset = info.length
+        info.modified = info.created
+        return info
+
+    def terminate(self, upload_id: str, *, now: Optional[float] = None) -> None:
+        """Remove the data and leave a tombstone ``.info`` (answers 410 for a while)."""
+        info = self._read_info(upload_id)
+        info.gone_since = now or time.time()
+        self._write_info(info)
+        _unlink(self.path(upload_id))
+        _unlink(self.path(upload_id, ".pending"))
+
+    def forget(self, upload_id: str) -> None:
+        """Remove every trace of an upload whose tombstone has aged out.
+
+        Call with the lock held: removing ``.lock`` is then safe, since any
+        request still waiting for it finds no ``.info`` and answers 404."""
+        for suffix in ("", ".pending", ".stop", ".info", ".lock"):
+            _unlink(self.path(upload_id, suffix))
+
+    # -- maintenance -------------------------------------------------------
+    def inspect(self, upload_id: str) -> UploadInfo:
+        """The upload as stored, tombstones and expired uploads included (for tools)."""
+        info = self._read_info(upload_id)
+        try:
+            stat = os.stat(self.path(upload_id))
+            info.offset, info.modified = stat.st_size, stat.st_mtime
+        except FileNotFoundError:
+            info.modified = info.gone_since or info.created
+        if self.expiration and not info.is_complete and not info.is_gone:
+            info.expires = max(info.created, info.modified) + self.expiration
+        return info
+
+    def is_expired(self, info: UploadInfo, now: float) -> bool:
+        return not info.is_gone and info.expires is not None and info.expires <= now
+
+    def is_forgettable(self, info: UploadInfo, now: float) -> bool:
+        return info.is_gone and (info.gone_since or 0) + self.gone_retention <= now
+
+    # -- helpers -----------------------------------------------------------
+    def _write_info(self, info: UploadInfo) -> None:
+        self._write_small(self.path(info.id, ".info"), json.dumps(info.to_record()).encode())
+
+    def _write_small(self, path: str, payload: bytes) -> None:
+        """Write a small file atomically: a reader sees the old or the new, never half."""
+        temp = f"{path}.tmp-{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        if self.fsync != "none":
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def _copy_file(source_fd: int, target_fd: int, count: int) -> None:
+    """Kernel-side copy where the platform has one, else bounded reads and writes."""
+    remaining = count
+    while remaining > 0:
+        try:
+            done = os.copy_file_range(source_fd, target_fd, min(remaining, 1 << 30))
+        except (AttributeError, OSError):
+            block = os.read(source_fd, min(remaining, BLOCK_SIZE))
+            done = os.write(target_fd, block) if block else 0
+        if done == 0:
+            raise StorageFailed("part is shorter than its recorded length")
+        remaining -= done
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,230 @@
+"""tus 1.0.0: one short handler per method, from request headers to response headers.
+
+Every tus request header is read here (through :mod:`tuswsgi.protocol`), and
+every tus response header is written here.  Upload state changes go through
+:class:`~tuswsgi.service.UploadService`; this module never sees a file path.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Optional
+from urllib.parse import quote, urlsplit
+
+from werkzeug.http import http_date
+from werkzeug.wrappers import Request
+from werkzeug.wsgi import wrap_file
+
+from .body import RequestBody
+from .errors import TusError
+from .protocol import (
+    PATCH_CONTENT_TYPE,
+    SUPPORTED_VERSIONS,
+    decode_metadata,
+    is_media_type,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    parse_uint,
+    serialize_metadata,
+)
+from .responses import Response
+from .service import Checksum, UploadService
+from .store import UploadInfo
+
+#: Media types a browser may show inline; anything else downloads as an attachment
+#: (an HTML or SVG upload rendered on our origin could run script).
+INLINE_TYPES = re.compile(
+    r"(image/(png|jpeg|gif|webp|avif|bmp)|audio/[a-z0-9.+-]+|video/[a-z0-9.+-]+|text/plain)")
+
+#: Response headers a browser client must be allowed to read (CORS).
+EXPOSED_HEADERS = (
+    "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
+    "Upload-Concat", "Upload-Expires", "Tus-Version", "Tus-Resumable", "Tus-Max-Size",
+    "Tus-Extension", "Tus-Checksum-Algorithm",
+)
+
+#: Request headers a browser client may send (CORS preflight).
+ALLOWED_HEADERS = (
+    "Authorization", "Content-Type", "Origin", "X-Requested-With", "X-Request-ID",
+    "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset",
+    "Upload-Defer-Length", "Upload-Metadata", "Upload-Concat", "Upload-Checksum",
+)
+
+
+class TusHandlers:
+    def __init__(self, service: UploadService) -> None:
+        self.service = service
+        self.config = service.config
+        extensions = ["creation", "creation-with-upload", "creation-defer-length",
+                      "termination", "checksum", "concatenation"]
+        if self.config.expiration:
+            extensions.insert(5, "expiration")
+        self.discovery_headers = [
+            ("Tus-Version", ",".join(SUPPORTED_VERSIONS)),
+            ("Tus-Extension", ",".join(extensions)),
+            ("Tus-Checksum-Algorithm", ",".join(self.config.checksum_algorithms)),
+        ]
+        if self.config.max_size:
+            self.discovery_headers.append(("Tus-Max-Size", str(self.config.max_size)))
+
+    # -- OPTIONS -------------------------------------------------------------
+    def options(self, request: Request, upload_id: Optional[str] = None) -> Response:
+        return Response(status=204, headers=self.discovery_headers)
+
+    # -- POST ------------------------------------------------------------------
+    def post(self, request: Request, upload_id: Optional[str] = None) -> Response:
+        headers = request.headers
+        metadata = parse_metadata(headers.get("Upload-Metadata"), self.config.max_metadata_size)
+        concat, part_urls = parse_concat(headers.get("Upload-Concat"))
+        body = self._body(request, required=False)
+        if concat == "final":
+            if "Upload-Length" in headers or "Upload-Defer-Length" in headers:
+                raise TusError("ERR_INVALID_CONCAT", "a final upload takes no Upload-Length")
+            if body is not None:
+                raise TusError("ERR_UPLOAD_IS_FINAL", "a final upload takes no body")
+            part_ids = [self._id_from_url(request, url) for url in part_urls]
+            info = self.service.concatenate(part_ids, metadata)
+            return self._created(request, info)
+        length = self._creation_length(headers)
+        self.service.check_size(length)
+        if body is not None and length is not None and body.length is not None \
+                and body.length > length:
+            raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
+        checksum = self._checksum(request) if body is not None else None
+        info = self.service.create(length=length, metadata=metadata, concat=concat)
+        if body is not None:
+            try:
+                info = self.service.append(info.id, 0, body, checksum=checksum)
+            except TusError as error:
+                error.extra_headers.append(("Location", self._location(request, info.id)))
+                raise
+        return self._created(request, info)
+
+    def _creation_length(self, headers) -> Optional[int]:
+        length = parse_uint(headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
+        defer = headers.get("Upload-Defer-Length")
+        if defer is not None and defer != "1":
+            raise TusError("ERR_INVALID_DEFER_LENGTH", f"got {defer[:40]!r}")
+        if length is None and defer is None:
+            raise TusError("ERR_LENGTH_REQUIRED")
+        if length is not None and defer is not None:
+            raise TusError("ERR_LENGTH_AND_DEFER")
+        return length
+
+    def _created(self, request: Request, info: UploadInfo) -> Response:
+        response = Response(status=201, headers=self._expires(info))
+        response.headers["Location"] = self._location(request, info.id)
+        response.headers["Upload-Offset"] = str(info.offset)
+        return response
+
+    # -- HEAD ------------------------------------------------------------------
+    def head(self, request: Request, upload_id: str) -> Response:
+        info = self.service.head(upload_id)
+        response = Response(status=200, headers=self._expires(info))
+        response.headers["Upload-Offset"] = str(info.offset)
+        if info.length is None:
+            response.headers["Upload-Defer-Length"] = "1"
+        else:
+            response.headers["Upload-Length"] = str(info.length)
+        if info.metadata:
+            response.headers["Upload-Metadata"] = serialize_metadata(info.metadata)
+        if info.concat == "partial":
+            response.headers["Upload-Concat"] = "partial"
+        elif info.concat == "final":
+            urls = " ".join(self._location(request, part) for part in info.parts)
+            response.headers["Upload-Concat"] = f"final;{urls}"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # -- PATCH -----------------------------------------------------------------
+    def patch(self, request: Request, upload_id: str) -> Response:
+        if request.mimetype != PATCH_CONTENT_TYPE:
+            raise TusError("ERR_INVALID_CONTENT_TYPE")
+        offset = parse_uint(request.headers.get("Upload-Offset"), "ERR_INVALID_OFFSET")
+        if offset is None:
+            raise TusError("ERR_INVALID_OFFSET", "header is missing")
+        length = parse_uint(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
+        checksum = self._checksum(request)
+        body = self._body(request, required=True)
+        info = self.service.append(upload_id, offset, body, declare_length=length,
+                                   checksum=checksum)
+        response = Response(status=204, headers=self._expires(info))
+        response.headers["Upload-Offset"] = str(info.offset)
+        return response
+
+    # -- DELETE ----------------------------------------------------------------
+    def delete(self, request: Request, upload_id: str) -> Response:
+        self.service.terminate(upload_id)
+        return Response(status=204)
+
+    # -- GET (download) ----------------------------------------------------------
+    def get(self, request: Request, upload_id: str) -> Response:
+        if not self.config.download:
+            raise TusError("ERR_DOWNLOAD_DISABLED")
+        info, data = self.service.open_download(upload_id)
+        meta = decode_metadata(info.metadata)
+        filetype = meta.get("filetype") or meta.get("type") or ""
+        mimetype = filetype if is_media_type(filetype) else "application/octet-stream"
+        response = Response(wrap_file(request.environ, data), mimetype=mimetype,
+                            direct_passthrough=True)
+        response.content_length = info.length
+        response.last_modified = info.modified
+        response.set_etag(f"{info.id}-{info.length}")
+        disposition = "inline" if INLINE_TYPES.fullmatch(mimetype.lower()) else "attachment"
+        response.headers.set("Content-Disposition", disposition,
+                             **_filename_params(meta.get("filename") or meta.get("name") or info.id))
+        response.cache_control.no_cache = True
+        return response.make_conditional(request, accept_ranges=True, complete_length=info.length)
+
+    # -- helpers -----------------------------------------------------------------
+    def _body(self, request: Request, *, required: bool) -> Optional[RequestBody]:
+        """The request body, or ``None`` for a creation request without one."""
+        raw = request.headers.get("Content-Length")
+        length = parse_uint(raw, "ERR_INVALID_CONTENT_LENGTH")
+        chunked = length is None and bool(request.environ.get("wsgi.input_terminated")) \
+            and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if not required:
+            if not length and not chunked:
+                return None
+            if request.mimetype != PATCH_CONTENT_TYPE:
+                raise TusError("ERR_INVALID_CONTENT_TYPE")
+        if length is None and not chunked:
+            length = 0
+        return RequestBody(request.environ, length, self.config.network_timeout)
+
+    def _checksum(self, request: Request) -> Optional[Checksum]:
+        parsed = parse_checksum(request.headers.get("Upload-Checksum"),
+                                self.config.checksum_algorithms)
+        return Checksum(*parsed) if parsed else None
+
+    def _expires(self, info: UploadInfo) -> list[tuple[str, str]]:
+        if info.expires is None or info.is_complete:
+            return []
+        return [("Upload-Expires", http_date(info.expires))]
+
+    def _location(self, request: Request, upload_id: str) -> str:
+        return request.root_url.rstrip("/") + self.config.base_path + upload_id
+
+    def _id_from_url(self, request: Request, url: str) -> str:
+        """The upload ID in a relative or absolute upload URL of this endpoint."""
+        path = urlsplit(url).path
+        prefix = request.script_root + self.config.base_path
+        for candidate in (prefix, self.config.base_path):
+            if path.startswith(candidate) and "/" not in path[len(candidate):]:
+                return path[len(candidate):]
+        raise TusError("ERR_INVALID_CONCAT", f"{url[:80]!r} is not an upload of this server")
+
+
+def _filename_params(name: str) -> dict[str, str]:
+    """RFC 6266 parameters: an ASCII fallback, plus ``filename*`` for anything else."""
+    clean = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    clean = clean.replace("/", "_").replace("\\", "_").strip(" .") or "download"
+    clean = clean[:200]
+    ascii_name = unicodedata.normalize("NFKD", clean).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r'["%;]', "_", ascii_name).strip(" .") or "download"
+    if ascii_name == clean:
+        return {"filename": clean}
+    return {"filename": ascii_name, "filename*": "UTF-8''" + quote(clean, safe="!#$&+-.^_`|~")}
+

@@ -1,0 +1,160 @@
+"""The WSGI application: routing, protocol version, method override, CORS, errors.
+
+Requests are matched with a werkzeug routing ``Map`` and handed to
+:class:`~tuswsgi.tus.TusHandlers`.  Whatever goes wrong becomes a response from
+the error table; an unexpected exception is logged with its traceback and the
+client gets a plain 500 ``ERR_INTERNAL`` without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request
+
+from .config import Config
+from .errors import TusError
+from .protocol import TUS_VERSION, check_version
+from .responses import Response
+from .service import UploadService
+from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
+
+log = logging.getLogger("tuswsgi")
+
+COLLECTION_METHODS = ("POST", "OPTIONS")
+UPLOAD_METHODS = ("HEAD", "PATCH", "DELETE", "GET", "OPTIONS")
+OVERRIDABLE_METHODS = ("PATCH", "DELETE", "HEAD", "GET", "POST")
+#: tus requests must name the protocol version; OPTIONS (discovery, CORS) and GET
+#: (a plain download link) need not.
+VERSIONED_METHODS = ("POST", "HEAD", "PATCH", "DELETE")
+
+
+class TusApp:
+    """A WSGI callable serving one tus endpoint at ``config.base_path``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service = UploadService(config)
+        self.handlers = TusHandlers(self.service)
+        base = config.base_path
+        self.url_map = Map([
+            Rule(base, endpoint="collection", methods=COLLECTION_METHODS),
+            Rule(base + "<upload_id>", endpoint="upload", methods=UPLOAD_METHODS),
+        ], strict_slashes=False, merge_slashes=False)
+        self._wsgi: Callable = self._dispatch
+        if config.behind_proxy:
+            self._wsgi = _ForwardedToXForwarded(
+                ProxyFix(self._dispatch, x_for=1, x_proto=1, x_host=1, x_port=1, x_prefix=1))
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return self._wsgi(environ, start_response)
+
+    def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        started = time.monotonic()
+        response, error_code = self.handle(request)
+        self._finish(request, response)
+        log.info("%s %s %d %s %.3fs", request.method, request.path, response.status_code,
+                 error_code or "-", time.monotonic() - started)
+        return response(environ, start_response)
+
+    def handle(self, request: Request) -> tuple[Response, Optional[str]]:
+        """Route one request; return the response and its error code, never raise."""
+        try:
+            if _is_preflight(request):
+                return Response(status=204, headers=self._preflight_headers()), None
+            method = self._effective_method(request)
+            endpoint, args = self._match(request, method)
+            if method in VERSIONED_METHODS:
+                check_version(request.headers.get("Tus-Resumable"))
+            return getattr(self.handlers, method.lower())(request, **args), None
+        except TusError as error:
+            return error.get_response(), error.error_code
+        except HTTPException as error:  # raised by werkzeug itself, e.g. a malformed header
+            error = TusError("ERR_BAD_REQUEST" if (error.code or 500) < 500 else "ERR_INTERNAL")
+            return error.get_response(), error.error_code
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return TusError("ERR_INTERNAL").get_response(), "ERR_INTERNAL"
+
+    def _effective_method(self, request: Request) -> str:
+        override = request.headers.get("X-HTTP-Method-Override")
+        if request.method != "POST" or override is None:
+            return request.method
+        override = override.strip().upper()
+        if override not in OVERRIDABLE_METHODS:
+            raise TusError("ERR_INVALID_METHOD_OVERRIDE", f"got {override[:20]!r}")
+        return override
+
+    def _match(self, request: Request, method: str) -> tuple[str, dict[str, Any]]:
+        adapter = self.url_map.bind("localhost", path_info=request.path, url_scheme="http")
+        try:
+            return adapter.match(method=method)
+        except MethodNotAllowed as error:
+            allowed = ", ".join(error.valid_methods or ())
+            raise TusError("ERR_METHOD_NOT_ALLOWED", headers=[("Allow", allowed)]) from None
+        except (NotFound, HTTPException):
+            raise TusError("ERR_NOT_FOUND") from None
+
+    def _finish(self, request: Request, response: Response) -> None:
+        """Headers every response carries."""
+        if not _is_preflight(request):
+            response.headers["Tus-Resumable"] = TUS_VERSION
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.extend(self._cors_headers(request))
+
+    def _allowed_origin(self, request: Request) -> Optional[str]:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return None
+        origins = self.config.cors_origins
+        if "*" in origins:
+            return "*"
+        return origin if origin in origins else None
+
+    def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        allowed = self._allowed_origin(request)
+        if allowed is None:
+            return []
+        headers = [("Access-Control-Allow-Origin", allowed),
+                   ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))]
+        if allowed != "*":
+            headers.append(("Vary", "Origin"))
+        return headers
+
+    def _preflight_headers(self) -> list[tuple[str, str]]:
+        return [("Access-Control-Allow-Methods", "POST, HEAD, PATCH, DELETE, GET, OPTIONS"),
+                ("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS)),
+                ("Access-Control-Max-Age", "86400")]
+
+
+def _is_preflight(request: Request) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers \
+        and "Origin" in request.headers
+
+
+class _ForwardedToXForwarded:
+    """Translate RFC 7239 ``Forwarded`` into the ``X-Forwarded-*`` that ProxyFix reads,
+    when the proxy sent only the standard header."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        forwarded = environ.get("HTTP_FORWARDED")
+        if forwarded and not any(k in environ for k in ("HTTP_X_FORWARDED_PROTO",
+                                                         "HTTP_X_FORWARDED_HOST")):
+            first = forwarded.split(",")[0]
+            for part in first.split(";"):
+                name, _, value = part.strip().partition("=")
+                value = value.strip().strip('"')
+                key = {"proto": "HTTP_X_FORWARDED_PROTO", "host": "HTTP_X_FORWARDED_HOST",
+                       "for": "HTTP_X_FORWARDED_FOR"}.get(name.strip().lower())
+                if key and value:
+                    environ[key] = value
+        return self.app(environ, start_response)
