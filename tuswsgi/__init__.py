@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Any, Optional
 
+from .body import interrupt_bodies_on_sigterm
 from .config import ConfigError, load_config
 from .wsgi import TusApp
 
@@ -40,6 +41,8 @@ def __getattr__(name: str) -> TusApp:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(_APP_LOAD_ERROR) from None
     _log_to_stderr()
+    if "gunicorn" in sys.modules:
+        interrupt_bodies_on_sigterm()
     globals()["app"] = application
     return application
 

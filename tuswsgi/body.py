@@ -14,9 +14,12 @@ interruption is seen between blocks and the server's own timeout bounds a stall.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
 import time
+import weakref
 from typing import Any, Optional
 
 #: How often a long body read tells gunicorn's arbiter that the worker is alive.
@@ -36,23 +39,47 @@ class BodyTimeout(BodyError):
 
 
 class BodyInterrupted(BodyError):
-    pass
+    """Stopped on purpose; ``reason`` is ``"handover"`` or ``"shutdown"``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Bodies being read in this process, for :func:`interrupt_all` at shutdown.
+_active_bodies: weakref.WeakSet[RequestBody] = weakref.WeakSet()
 
 
 class RequestBody:
-    """Bounded reads from ``wsgi.input`` that never run past the declared length."""
+    """Bounded reads of a request body that never run past the declared length.
+
+    Under gunicorn, a body of known length is read straight from the client
+    socket (after the bytes gunicorn already buffered), and gunicorn's reader
+    is kept told how much is left.  gunicorn's own reader waits until a whole
+    requested block has arrived, so a timeout there would drop the partial
+    block it holds; a plain ``recv`` returns every byte as it comes.
+    """
 
     def __init__(self, environ: dict[str, Any], length: Optional[int],
                  network_timeout: float) -> None:
         self._input = environ["wsgi.input"]
         self.length = length
         self.received = 0
-        self._interrupted = False
+        self._interrupted: Optional[str] = None
         self._socket: Optional[socket.socket] = environ.get("gunicorn.socket")
         self._worker = _gunicorn_worker() if self._socket is not None else None
         self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
+        self._pending = b""
+        self._gunicorn_reader = _gunicorn_length_reader(self._input) \
+            if self._socket is not None and length is not None else None
+        if self._gunicorn_reader is not None:
+            self._pending = self._gunicorn_reader.unreader.take_buffered()
+            if len(self._pending) > length:  # a pipelined next request: give it back
+                self._gunicorn_reader.unreader.unread(self._pending[length:])
+                self._pending = self._pending[:length]
         if self._socket is not None:
             self._socket.settimeout(network_timeout)
+        _active_bodies.add(self)
 
     @property
     def is_chunked(self) -> bool:
@@ -64,22 +91,22 @@ class RequestBody:
 
     def read(self, size: int) -> bytes:
         if self._interrupted:
-            raise BodyInterrupted()
+            raise BodyInterrupted(self._interrupted)
         if self.length is not None:
             size = min(size, self.length - self.received)
             if size <= 0:
                 return b""
         try:
-            data = self._input.read(size)
+            data = self._read_some(size)
         except (socket.timeout, TimeoutError):
             raise BodyTimeout() from None
         except Exception as exc:  # the server's own "peer went away" errors vary
             if self._interrupted:
-                raise BodyInterrupted() from None
+                raise BodyInterrupted(self._interrupted) from None
             raise ClientGone(str(exc)) from None
         if not data:
             if self._interrupted:
-                raise BodyInterrupted()
+                raise BodyInterrupted(self._interrupted)
             if self.length is not None:
                 raise ClientGone(f"body ended after {self.received} of {self.length} bytes")
         self.received += len(data)
@@ -88,9 +115,19 @@ class RequestBody:
             self._worker.notify()
         return data
 
-    def interrupt(self) -> None:
-        """Ask the reader to stop (called from the lock watcher thread)."""
-        self._interrupted = True
+    def _read_some(self, size: int) -> bytes:
+        if self._gunicorn_reader is None:
+            return self._input.read(size)
+        if self._pending:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._socket.recv(size)
+        self._gunicorn_reader.length = self.length - self.received - len(data)
+        return data
+
+    def interrupt(self, reason: str = "handover") -> None:
+        """Ask the reader to stop (from the lock watcher thread or a signal handler)."""
+        self._interrupted = reason
         if self._socket is not None:
             try:
                 self._socket.shutdown(socket.SHUT_RD)
@@ -100,6 +137,19 @@ class RequestBody:
     def has_more(self) -> bool:
         """True when a chunked body goes on past what was read (one byte probe)."""
         return bool(self.read(1))
+
+
+def _gunicorn_length_reader(body: Any) -> Any:
+    """gunicorn's reader for a body of known length, if nothing was read from it yet
+    and it has the interface relied on (checked, so another version falls back)."""
+    reader = getattr(body, "reader", None)
+    unreader = getattr(reader, "unreader", None)
+    buffer = getattr(body, "buf", None)
+    if (type(reader).__name__ == "LengthReader" and isinstance(getattr(reader, "length", None), int)
+            and hasattr(unreader, "take_buffered") and hasattr(unreader, "unread")
+            and buffer is not None and buffer.tell() == 0):
+        return reader
+    return None
 
 
 _worker_cache: list = []
@@ -125,3 +175,34 @@ def _gunicorn_worker() -> Any:
             frame = frame.f_back
         _worker_cache.append(worker)
     return _worker_cache[0]
+
+
+def interrupt_all(reason: str) -> int:
+    """Interrupt every body being read in this process; return how many."""
+    bodies = list(_active_bodies)
+    for body in bodies:
+        body.interrupt(reason)
+    return len(bodies)
+
+
+def interrupt_bodies_on_sigterm() -> bool:
+    """Make SIGTERM end running uploads at once, after the server's own handler.
+
+    gunicorn answers SIGTERM by finishing in-flight requests within
+    ``graceful_timeout`` and then killing them.  An upload can take hours, so
+    instead every body being read stops now: its bytes are stored and its client
+    gets 503 ``ERR_SERVER_SHUTDOWN`` and resumes elsewhere or after the restart.
+    Only installed from the main thread, over a handler the server installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return False
+
+    def handler(signum: int, frame: Any) -> None:
+        previous(signum, frame)
+        interrupt_all("shutdown")
+
+    signal.signal(signal.SIGTERM, handler)
+    return True

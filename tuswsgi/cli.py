@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from .config import SETTINGS, ConfigError, load_config
 from .protocol import decode_metadata
 from .service import UploadService
-from .store import UploadInfo, UploadNotFound, check_upload_id, InvalidUploadId
+from .store import InvalidUploadId, UploadInfo, UploadNotFound, check_upload_id
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -9,6 +9,7 @@ store failures into the error table.  No file paths and no header names.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import threading
@@ -90,7 +91,10 @@ class UploadService:
         self.check_size(length)
         info = UploadInfo(id=upload_id or new_upload_id(), length=length, metadata=metadata,
                           concat=concat)
-        return self.store.create(info)
+        try:
+            return self.store.create(info)
+        except OSError as exc:
+            raise storage_error(exc) from None
 
     def concatenate(self, part_ids: list[str], metadata: list) -> UploadInfo:
         parts = []
@@ -111,11 +115,16 @@ class UploadService:
             return self.store.concatenate(info, parts)
         except OSError as exc:
             self.store.forget(info.id)
-            raise TusError("ERR_INSUFFICIENT_STORAGE" if exc.errno == 28 else "ERR_STORAGE") from None
+            raise storage_error(exc) from None
 
     def check_size(self, length: Optional[int]) -> None:
         if length is not None and self.config.max_size and length > self.config.max_size:
             raise TusError("ERR_MAX_SIZE_EXCEEDED", f"limit {self.config.max_size} bytes")
+
+    def discard(self, upload_id: str) -> None:
+        """Remove a just-created upload whose creation body was refused."""
+        with self.locker.hold(upload_id, self.config.lock_timeout):
+            self.store.forget(upload_id)
 
     # -- appending ---------------------------------------------------------
     def append(self, upload_id: str, offset: int, body: RequestBody, *,
@@ -133,11 +142,12 @@ class UploadService:
             raise TusError("ERR_UPLOAD_IS_FINAL")
         if offset != info.offset:
             raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}, request says {offset}")
+        length = info.length
         if declare_length is not None:
-            self._declare_length(info, declare_length)
-        limit = self._room(info)
+            length = self._check_declared_length(info, declare_length)
+        limit = self._room(info.offset, length)
         if body.length is not None and body.length > limit:
-            raise TusError("ERR_SIZE_EXCEEDED" if info.length is not None else "ERR_MAX_SIZE_EXCEEDED",
+            raise TusError("ERR_SIZE_EXCEEDED" if length is not None else "ERR_MAX_SIZE_EXCEEDED",
                            f"{body.length} bytes sent, {limit} allowed")
         source, verify = body, None
         if checksum is not None:
@@ -147,23 +157,25 @@ class UploadService:
         if body.is_chunked and body.has_more():
             self.store.truncate(info, offset)
             raise TusError("ERR_SIZE_EXCEEDED", f"body is larger than the {limit} bytes allowed")
+        if info.length is None and length is not None:
+            self.store.declare_length(info, length)  # only once the body was accepted
         return info
 
-    def _declare_length(self, info: UploadInfo, length: int) -> None:
+    def _check_declared_length(self, info: UploadInfo, length: int) -> int:
         if info.length is not None:
             if length != info.length:
                 raise TusError("ERR_LENGTH_ALREADY_SET")
-            return
+            return length
         if length < info.offset:
             raise TusError("ERR_LENGTH_TOO_SMALL", f"{info.offset} bytes already received")
         self.check_size(length)
-        self.store.declare_length(info, length)
+        return length
 
-    def _room(self, info: UploadInfo) -> int:
-        if info.length is not None:
-            return info.length - info.offset
+    def _room(self, offset: int, length: Optional[int]) -> int:
+        if length is not None:
+            return length - offset
         if self.config.max_size:
-            return self.config.max_size - info.offset
+            return self.config.max_size - offset
         return 1 << 62
 
     def _write(self, info: UploadInfo, source, limit: int, verify) -> None:
@@ -177,8 +189,9 @@ class UploadService:
         except StorageFailed as exc:
             log.error("storage error on %s: %s", info.id, exc)
             raise TusError("ERR_STORAGE") from None
-        except BodyInterrupted:
-            raise TusError("ERR_UPLOAD_INTERRUPTED", self._kept(info, start)) from None
+        except BodyInterrupted as exc:
+            code = "ERR_SERVER_SHUTDOWN" if exc.reason == "shutdown" else "ERR_UPLOAD_INTERRUPTED"
+            raise TusError(code, self._kept(info, start)) from None
         except BodyTimeout:
             raise TusError("ERR_REQUEST_TIMEOUT", self._kept(info, start)) from None
         except ClientGone:
@@ -195,7 +208,10 @@ class UploadService:
     # -- termination and download ------------------------------------------
     def terminate(self, upload_id: str) -> None:
         with self.locked(upload_id):
-            self.store.terminate(upload_id)
+            try:
+                self.store.terminate(upload_id)
+            except OSError as exc:
+                raise storage_error(exc) from None
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -259,6 +275,14 @@ class UploadService:
                 return False
         except (LockTimeout, UploadNotFound):
             return False
+
+
+def storage_error(exc: OSError) -> TusError:
+    """The client's view of a failed file operation: 507 when the disk is full."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TusError("ERR_INSUFFICIENT_STORAGE")
+    log.error("storage error: %s", exc)
+    return TusError("ERR_STORAGE")
 
 
 class _HashingReader:

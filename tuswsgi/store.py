@@ -212,7 +212,11 @@ class FileStore:
         fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
         info.created = info.created or time.time()
-        self._write_info(info)
+        try:
+            self._write_info(info)
+        except OSError:
+            _unlink(data_path)
+            raise
         info.modified = info.created
         if self.expiration and not info.is_complete:
             info.expires = info.created + self.expiration
@@ -255,6 +259,10 @@ class FileStore:
             if self.fsync == "always" or (self.fsync == "finish" and new_size == info.length):
                 os.fsync(fd)
             info.offset = new_size
+            if written:
+                info.modified = time.time()
+                if info.expires is not None:
+                    info.expires = info.modified + self.expiration
             return written
         finally:
             os.close(fd)
@@ -317,12 +325,20 @@ class FileStore:
         return info
 
     def terminate(self, upload_id: str, *, now: Optional[float] = None) -> None:
-        """Remove the data and leave a tombstone ``.info`` (answers 410 for a while)."""
+        """Remove the data and leave a tombstone ``.info`` (answers 410 for a while).
+
+        The data goes first, so a full disk cannot stop a DELETE that frees it; if
+        the tombstone then cannot be written, the upload is forgotten at once.
+        """
         info = self._read_info(upload_id)
-        info.gone_since = now or time.time()
-        self._write_info(info)
         _unlink(self.path(upload_id))
         _unlink(self.path(upload_id, ".pending"))
+        info.gone_since = now or time.time()
+        try:
+            self._write_info(info)
+        except OSError:
+            _unlink(self.path(upload_id, ".info"))
+            raise
 
     def forget(self, upload_id: str) -> None:
         """Remove every trace of an upload whose tombstone has aged out.
@@ -360,11 +376,15 @@ class FileStore:
         temp = f"{path}.tmp-{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, payload)
+            if os.write(fd, payload) != len(payload):
+                raise OSError(28, os.strerror(28))
             os.fsync(fd)
+            os.replace(temp, path)
+        except OSError:
+            _unlink(temp)
+            raise
         finally:
             os.close(fd)
-        os.replace(temp, path)
         if self.fsync != "none":
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:

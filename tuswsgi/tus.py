@@ -12,6 +12,7 @@ import unicodedata
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.http import http_date
 from werkzeug.wrappers import Request
 from werkzeug.wsgi import wrap_file
@@ -51,6 +52,10 @@ ALLOWED_HEADERS = (
     "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Defer-Length", "Upload-Metadata", "Upload-Concat", "Upload-Checksum",
 )
+
+
+#: Errors that refuse a creation body as a whole: no upload is left behind.
+REFUSED_BODY_CODES = ("ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH")
 
 
 class TusHandlers:
@@ -98,7 +103,10 @@ class TusHandlers:
             try:
                 info = self.service.append(info.id, 0, body, checksum=checksum)
             except TusError as error:
-                error.extra_headers.append(("Location", self._location(request, info.id)))
+                if error.error_code in REFUSED_BODY_CODES:
+                    self.service.discard(info.id)  # the request is refused as a whole
+                else:  # interrupted: what arrived is kept, so tell where it is
+                    error.extra_headers.append(("Location", self._location(request, info.id)))
                 raise
         return self._created(request, info)
 
@@ -167,8 +175,8 @@ class TusHandlers:
         meta = decode_metadata(info.metadata)
         filetype = meta.get("filetype") or meta.get("type") or ""
         mimetype = filetype if is_media_type(filetype) else "application/octet-stream"
-        response = Response(wrap_file(request.environ, data), mimetype=mimetype,
-                            direct_passthrough=True)
+        response = Response(wrap_file(request.environ, data), direct_passthrough=True)
+        response.headers["Content-Type"] = mimetype  # as stored: no charset is invented
         response.content_length = info.length
         response.last_modified = info.modified
         response.set_etag(f"{info.id}-{info.length}")
@@ -176,7 +184,15 @@ class TusHandlers:
         response.headers.set("Content-Disposition", disposition,
                              **_filename_params(meta.get("filename") or meta.get("name") or info.id))
         response.cache_control.no_cache = True
-        return response.make_conditional(request, accept_ranges=True, complete_length=info.length)
+        if not request.headers.get("Range", "bytes=").strip().lower().startswith("bytes="):
+            request.environ.pop("HTTP_RANGE")  # RFC 9110 14.2: ignore unknown range units
+        try:
+            return response.make_conditional(request, accept_ranges=True,
+                                             complete_length=info.length)
+        except RequestedRangeNotSatisfiable:
+            data.close()
+            raise TusError("ERR_RANGE_NOT_SATISFIABLE",
+                           headers=[("Content-Range", f"bytes */{info.length}")]) from None
 
     # -- helpers -----------------------------------------------------------------
     def _body(self, request: Request, *, required: bool) -> Optional[RequestBody]:
@@ -209,7 +225,10 @@ class TusHandlers:
 
     def _id_from_url(self, request: Request, url: str) -> str:
         """The upload ID in a relative or absolute upload URL of this endpoint."""
-        path = urlsplit(url).path
+        try:
+            path = urlsplit(url).path
+        except ValueError:
+            raise TusError("ERR_INVALID_CONCAT", f"{url[:80]!r} is not a URL") from None
         prefix = request.script_root + self.config.base_path
         for candidate in (prefix, self.config.base_path):
             if path.startswith(candidate) and "/" not in path[len(candidate):]:

@@ -21,7 +21,7 @@ from .config import Config
 from .errors import TusError
 from .protocol import TUS_VERSION, check_version
 from .responses import Response
-from .service import UploadService
+from .service import UploadService, storage_error
 from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
 
 log = logging.getLogger("tuswsgi")
@@ -69,7 +69,7 @@ class TusApp:
             if _is_preflight(request):
                 return Response(status=204, headers=self._preflight_headers()), None
             method = self._effective_method(request)
-            endpoint, args = self._match(request, method)
+            _endpoint, args = self._match(request, method)
             if method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
             return getattr(self.handlers, method.lower())(request, **args), None
@@ -77,6 +77,9 @@ class TusApp:
             return error.get_response(), error.error_code
         except HTTPException as error:  # raised by werkzeug itself, e.g. a malformed header
             error = TusError("ERR_BAD_REQUEST" if (error.code or 500) < 500 else "ERR_INTERNAL")
+            return error.get_response(), error.error_code
+        except OSError as exc:  # the file system failed outside the store's own handling
+            error = storage_error(exc)
             return error.get_response(), error.error_code
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
@@ -118,13 +121,13 @@ class TusApp:
         return origin if origin in origins else None
 
     def _cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        wildcard = "*" in self.config.cors_origins
+        # With an allow-list the answer depends on Origin, so caches must key on it.
+        headers = [] if wildcard else [("Vary", "Origin")]
         allowed = self._allowed_origin(request)
-        if allowed is None:
-            return []
-        headers = [("Access-Control-Allow-Origin", allowed),
-                   ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))]
-        if allowed != "*":
-            headers.append(("Vary", "Origin"))
+        if allowed is not None:
+            headers += [("Access-Control-Allow-Origin", allowed),
+                        ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))]
         return headers
 
     def _preflight_headers(self) -> list[tuple[str, str]]:
@@ -149,8 +152,8 @@ class _ForwardedToXForwarded:
         forwarded = environ.get("HTTP_FORWARDED")
         if forwarded and not any(k in environ for k in ("HTTP_X_FORWARDED_PROTO",
                                                          "HTTP_X_FORWARDED_HOST")):
-            first = forwarded.split(",")[0]
-            for part in first.split(";"):
+            nearest = forwarded.split(",")[-1]  # the element our own proxy appended
+            for part in nearest.split(";"):
                 name, _, value = part.strip().partition("=")
                 value = value.strip().strip('"')
                 key = {"proto": "HTTP_X_FORWARDED_PROTO", "host": "HTTP_X_FORWARDED_HOST",

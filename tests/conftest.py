@@ -1,0 +1,197 @@
+"""Shared fixtures: an in-process app with werkzeug's test client, and real servers.
+
+Tests that need a tool that is not installed skip locally, naming the tool; under
+``CI=true`` they fail instead, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+from werkzeug.test import Client
+
+from tuswsgi import TusApp
+from tuswsgi.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = "application/offset+octet-stream"
+
+
+def require_tool(name: str, available: bool) -> None:
+    """Skip locally when ``name`` is missing; fail under CI=true."""
+    if available:
+        return
+    message = f"{name} is not installed"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI must install it: see .ci/run)")
+    pytest.skip(message)
+
+
+def sha256_file(path: os.PathLike | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- in-process -----------------------------------------------------------------
+
+@pytest.fixture
+def upload_dir(tmp_path: Path) -> Path:
+    return tmp_path / "uploads"
+
+
+@pytest.fixture
+def make_app(upload_dir: Path):
+    """Build an app on the test's upload directory, with keyword overrides."""
+    def factory(**overrides):
+        overrides.setdefault("upload_dir", str(upload_dir))
+        return TusApp(load_config(None, environ={}, **overrides))
+    return factory
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app) -> Client:
+    return Client(app)
+
+
+def create(client: Client, length: Optional[int] = None, **headers) -> str:
+    """POST a new upload and return its path (``/files/<id>``)."""
+    all_headers = dict(TUS)
+    if length is not None:
+        all_headers["Upload-Length"] = str(length)
+    all_headers.update({k.replace("_", "-"): v for k, v in headers.items()})
+    response = client.post("/files/", headers=all_headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return "/files/" + response.headers["Location"].rsplit("/", 1)[1]
+
+
+def patch(client: Client, path: str, data: bytes, offset: int, **headers):
+    all_headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": OCTET}
+    all_headers.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return client.patch(path, data=data, headers=all_headers)
+
+
+def data_file(upload_dir: Path, path: str) -> Path:
+    return upload_dir / path.rsplit("/", 1)[1]
+
+
+# -- real servers ---------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    """A running server process and what a test needs to reach it."""
+
+    proc: subprocess.Popen
+    port: int
+    upload_dir: Path
+    log_path: Path
+    base_path: str = "/files/"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
+                   env: Optional[dict] = None, args: tuple = (), name: str = "gunicorn",
+                   upload_dir: Optional[Path] = None, port: Optional[int] = None) -> Server:
+    port = port or free_port()
+    upload_dir = upload_dir or tmp_path / "uploads"
+    log_path = tmp_path / f"{name}-{port}.log"
+    full_env = {**os.environ, "TUSWSGI_UPLOAD_DIR": str(upload_dir), **(env or {})}
+    full_env.pop("TUSWSGI_CONFIG", None)
+    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
+               "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
+               *args, "tuswsgi:app"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, port, upload_dir, log_path)
+    try:
+        wait_for_port(port, proc)
+    except RuntimeError:
+        server.stop()
+        raise RuntimeError(server.log()) from None
+    return server
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path: Path) -> Iterator[Server]:
+    """A real ``gunicorn -k gthread`` with 3 workers on a free port."""
+    server = start_gunicorn(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gunicorn_factory(tmp_path: Path):
+    """Start gunicorn servers with custom settings; all are stopped at the end."""
+    servers: list[Server] = []
+
+    def factory(**kwargs) -> Server:
+        server = start_gunicorn(tmp_path, **kwargs)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+def which(name: str) -> Optional[str]:
+    return shutil.which(name)

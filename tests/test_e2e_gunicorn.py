@@ -1,0 +1,182 @@
+"""End to end against a real gunicorn, with the real tus client (tuspy)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import (
+    OCTET,
+    TUS,
+    Server,
+    free_port,
+    sha256_file,
+    wait_for_port,
+)
+from faultproxy import FaultProxy
+from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+
+pytestmark = pytest.mark.e2e
+
+
+def random_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 1 << 20))
+            handle.write(block)
+            remaining -= len(block)
+    return path
+
+
+def upload_with_cuts(server_port: int, source: Path, cuts: list[int], chunk_size: int) -> str:
+    """Upload ``source`` with tuspy through proxies that cut the connection after
+    each number of bytes in ``cuts``; resume each time with a fresh client from the
+    server's offset; finish without cuts.  Returns the upload URL (direct).
+
+    A request cut a moment ago may still be writing when the next client asks for
+    the offset; the server then answers that client's PATCH with 409 and, like
+    any careful client, it asks again.
+    """
+    url = None
+    phases = [*cuts, None]
+    while phases:
+        cut = phases[0]
+        proxy = FaultProxy(server_port, cut_after=cut)
+        try:
+            client = tus_client.TusClient(proxy.url)
+            proxied = url.replace(str(server_port), str(proxy.port)) if url else None
+            uploader = client.uploader(str(source), chunk_size=chunk_size,
+                                       metadata={"filename": source.name}, url=proxied)
+            try:
+                uploader.upload()
+                phases.pop(0)
+            except (TusUploadFailed, TusCommunicationError) as exc:
+                if getattr(exc, "status_code", None) != 409:
+                    assert cut is not None, f"upload failed without an injected cut: {exc!r}"
+                    assert proxy.cuts == 1
+                    phases.pop(0)
+            url = (uploader.url or "").replace(str(proxy.port), str(server_port))
+            assert url
+        finally:
+            proxy.close()
+    return url
+
+
+def test_zero_config_gunicorn_serves_an_interrupted_200mb_upload(tmp_path):
+    """README promise: `gunicorn tuswsgi:app` with no configuration, files in ./uploads."""
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUSWSGI_")}
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
+                                 "tuswsgi:app"], cwd=workdir, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, port, workdir / "uploads", tmp_path / "gunicorn.log")
+    try:
+        wait_for_port(port, proc)
+        source = random_file(tmp_path / "big.bin", 200 * 1024 * 1024)
+        url = upload_with_cuts(port, source, cuts=[37_000_123, 81_000_777],
+                               chunk_size=64 * 1024 * 1024)
+        upload_id = url.rsplit("/", 1)[1]
+        stored = workdir / "uploads" / upload_id
+        assert sha256_file(stored) == sha256_file(source)
+        head = requests.head(url, headers=TUS)
+        assert head.headers["Upload-Offset"] == str(source.stat().st_size)
+    finally:
+        server.stop()
+
+
+def test_tuspy_resumes_after_cut_connections_multiworker(gunicorn_server, tmp_path):
+    source = random_file(tmp_path / "src.bin", 12 * 1024 * 1024 + 4321)
+    url = upload_with_cuts(gunicorn_server.port, source, cuts=[1_000_001, 3_333_333, 2_000_000],
+                           chunk_size=4 * 1024 * 1024)
+    stored = gunicorn_server.upload_dir / url.rsplit("/", 1)[1]
+    assert sha256_file(stored) == sha256_file(source)
+
+
+def test_cut_mid_patch_keeps_received_bytes(gunicorn_server):
+    """Bytes that reached the server before the connection died are kept."""
+    response = requests.post(gunicorn_server.url, headers={**TUS, "Upload-Length": "1000000"})
+    url = response.headers["Location"]
+    proxy = FaultProxy(gunicorn_server.port, cut_after=None)
+    proxy.cut_after = 4096 + 250_000  # headers fit well inside the first 4 KiB
+    payload = os.urandom(1_000_000)
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": OCTET}
+    with pytest.raises(requests.RequestException):
+        requests.patch(url.replace(str(gunicorn_server.port), str(proxy.port)), data=payload,
+                       headers=headers, timeout=10)
+    proxy.close()
+    head = requests.head(url, headers=TUS)
+    offset = int(head.headers["Upload-Offset"])
+    assert 200_000 < offset < 260_000
+    stored = (gunicorn_server.upload_dir / url.rsplit("/", 1)[1]).read_bytes()
+    assert stored == payload[:offset]
+    rest = requests.patch(url, data=payload[offset:], headers={**headers, "Upload-Offset": str(offset)})
+    assert rest.status_code == 204
+    assert (gunicorn_server.upload_dir / url.rsplit("/", 1)[1]).read_bytes() == payload
+
+
+def test_concurrent_patches_from_many_workers_never_interleave(gunicorn_server):
+    """Racing writers on one upload: every byte on disk was written at the offset its
+    request named, and every acknowledged chunk is on disk exactly.
+
+    Each attempt sends one distinct fill byte, so the file is a sequence of runs and
+    each run can be traced back to the request that wrote it.
+    """
+    piece = 256 * 1024
+    total = piece * 24
+    url = requests.post(gunicorn_server.url, headers={**TUS, "Upload-Length": str(total)}).headers["Location"]
+    attempts: dict[int, tuple[int, int]] = {}  # fill byte -> (offset, length)
+    acknowledged: list[tuple[int, int, int]] = []  # (offset, new offset, fill byte)
+    lock = threading.Lock()
+
+    def writer(seed: int) -> None:
+        session = requests  # a fresh connection per request: gunicorn closes a connection
+        # after an error response whose body it would have to drain
+        for attempt in range(40):
+            offset = int(session.head(url, headers=TUS).headers["Upload-Offset"])
+            if offset >= total:
+                return
+            fill = seed * 40 + attempt
+            data = bytes([fill]) * min(piece, total - offset)
+            with lock:
+                attempts[fill] = (offset, len(data))
+            response = session.patch(url, data=data, headers={
+                **TUS, "Upload-Offset": str(offset), "Content-Type": OCTET})
+            if response.status_code == 204:
+                with lock:
+                    acknowledged.append((offset, int(response.headers["Upload-Offset"]), fill))
+            else:
+                assert response.status_code in (400, 409, 423), response.text
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = (gunicorn_server.upload_dir / url.rsplit("/", 1)[1]).read_bytes()
+    assert len(stored) == total
+    assert int(requests.head(url, headers=TUS).headers["Upload-Offset"]) == total
+    assert acknowledged, "no PATCH succeeded"
+    for start, end, fill in acknowledged:
+        assert stored[start:end] == bytes([fill]) * (end - start), f"chunk at {start} overwritten"
+    position = 0
+    runs = 0
+    while position < len(stored):
+        fill = stored[position]
+        end = position
+        while end < len(stored) and stored[end] == fill:
+            end += 1
+        offset, length = attempts[fill]
+        assert offset == position, f"bytes of a request for offset {offset} landed at {position}"
+        assert end - position <= length
+        position, runs = end, runs + 1
+    print(f"{len(attempts)} attempts, {len(acknowledged)} acknowledged, {runs} runs on disk")
