@@ -63,6 +63,7 @@ def make_app(upload_dir: Path):
     """Build an app on the test's upload directory, with keyword overrides."""
     def factory(**overrides):
         overrides.setdefault("upload_dir", str(upload_dir))
+        overrides.setdefault("upload_page", "off")  # protocol tests own every path
         return TusApp(load_config(None, environ={}, **overrides))
     return factory
 

@@ -127,6 +127,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How long a request waits for an upload held by another request before 423."),
     Setting("max_metadata_size", "16K", parse_size,
             "Largest Upload-Metadata header accepted, in bytes."),
+    Setting("upload_page", "on", parse_bool,
+            "Serve the built-in browser upload page (turn off in production unless wanted)."),
+    Setting("upload_page_path", "/", parse_base_path,
+            "URL path of the upload page; its assets live under <upload_page_path>static/."),
     Setting("fsync", "none", parse_fsync,
             "none: leave flushing to the OS; finish: fsync when an upload completes; "
             "always: fsync before acknowledging every request."),

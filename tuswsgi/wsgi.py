@@ -22,6 +22,7 @@ from .errors import TusError
 from .protocol import TUS_VERSION, check_version
 from .responses import Response
 from .service import UploadService, storage_error
+from .page import UploadPage
 from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
 
 log = logging.getLogger("tuswsgi")
@@ -42,10 +43,17 @@ class TusApp:
         self.service = UploadService(config)
         self.handlers = TusHandlers(self.service)
         base = config.base_path
-        self.url_map = Map([
+        rules = [
             Rule(base, endpoint="collection", methods=COLLECTION_METHODS),
             Rule(base + "<upload_id>", endpoint="upload", methods=UPLOAD_METHODS),
-        ], strict_slashes=False, merge_slashes=False)
+        ]
+        self.page: Optional[UploadPage] = None
+        if config.upload_page:
+            self.page = UploadPage(base)
+            page_path = config.upload_page_path
+            rules += [Rule(page_path, endpoint="page", methods=("GET", "HEAD")),
+                      Rule(page_path + "static/<path:name>", endpoint="asset", methods=("GET", "HEAD"))]
+        self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
         self._wsgi: Callable = self._dispatch
         if config.behind_proxy:
             self._wsgi = _ForwardedToXForwarded(
@@ -69,7 +77,11 @@ class TusApp:
             if _is_preflight(request):
                 return Response(status=204, headers=self._preflight_headers()), None
             method = self._effective_method(request)
-            _endpoint, args = self._match(request, method)
+            endpoint, args = self._match(request, method)
+            if endpoint == "page":
+                return self.page.index(request), None
+            if endpoint == "asset":
+                return self.page.asset(request, **args), None
             if method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
             return getattr(self.handlers, method.lower())(request, **args), None
