@@ -1,0 +1,88 @@
+"""gunicorn settings for running tuswsgi in production.
+
+    gunicorn -c deploy/gunicorn.conf.py tuswsgi:app
+
+The values live in ``tuswsgi/gunicorn_conf.py`` (so ``tuswsgi serve`` and this
+file cannot drift apart) and are imported below; this file explains them and
+adds what only a deployment wants.  Override any of them on the command line
+(``--bind``, ``--workers``) or with ``GUNICORN_CMD_ARGS``; ``TUSWSGI_BIND``,
+``TUSWSGI_WORKERS`` and ``TUSWSGI_THREADS`` are read here too.
+
+What the imported settings are, and why:
+
+bind = $TUSWSGI_BIND or 127.0.0.1:8000
+    Loopback only.  Put nginx (deploy/nginx.conf) in front for TLS, and keep
+    gunicorn unreachable from outside: with ``behind_proxy = on`` the app trusts
+    X-Forwarded-* headers, which only the proxy may set.
+    ``unix:/run/tuswsgi/tuswsgi.sock`` works as well.
+
+worker_class = "gthread"
+    An upload spends its life waiting on the client's socket and on the disk.
+    Threads wait cheaply; a process per upload (the default ``sync`` worker)
+    would allow only ``workers`` uploads at once and kill long ones.
+
+workers = $TUSWSGI_WORKERS or min(CPU count, 4); threads = $TUSWSGI_THREADS or 32
+    Processes for the CPUs (checksums, TLS is nginx's), threads for
+    concurrency: 4 x 32 = 128 simultaneous requests on a 4-core host.  Uploads
+    of one file from several workers (and several hosts) are serialized by the
+    file locks in the upload directory, never by the worker layout.
+
+timeout = 120
+    With gthread this bounds a *hung worker* (its main loop stopped checking
+    in), not a request: an hour-long PATCH is fine.  A client that stops sending
+    is cut by tuswsgi's own ``network_timeout`` (60 s), keeping what it sent.
+
+graceful_timeout = 30
+    On SIGTERM (systemctl stop/restart, a deploy) running uploads are
+    interrupted at once: what they sent is stored and they get 503, and tus
+    clients resume after the restart.  30 s is for the requests that are not
+    uploads to finish.  systemd's TimeoutStopSec must be longer (it is 45 s in
+    deploy/tuswsgi.service).
+
+keepalive = 75
+    A resuming client sends HEAD and PATCH after PATCH; reusing the connection
+    saves a TCP (and, at the proxy, TLS) handshake each time.  Longer than
+    nginx's upstream keepalive_timeout (60 s) so gunicorn never closes a
+    connection nginx is about to reuse.
+
+limit_request_line = 8190, limit_request_field_size = 65536, limit_request_fields = 100
+    Upload-Metadata carries base64 file names, types and app data; it may be up
+    to ``max_metadata_size`` (16 KiB) and base64 grows it by a third, so the
+    8 KiB gunicorn default would refuse legitimate uploads with a bare 400.
+
+accesslog = "-" with access_log_format
+    One line per request on stderr (journald under systemd) with the request,
+    status, bytes, duration, the client's and the server's Upload-Offset, the
+    Upload-Length and X-Request-Id: enough to follow an upload that "stalls at
+    43 %" without a debugger.
+"""
+
+import os
+
+from tuswsgi.config import find_config_file, read_config_file
+
+# Every setting of tuswsgi/gunicorn_conf.py, as documented above; a setting added
+# there reaches this file without an edit.
+from tuswsgi.gunicorn_conf import *  # noqa: F403
+
+
+def _upload_page_requested() -> bool:
+    """True when the operator set ``upload_page`` (environment or config file)."""
+    if "TUSWSGI_UPLOAD_PAGE" in os.environ:
+        return True
+    path = find_config_file(os.environ)
+    if path is None or not os.path.isfile(path):
+        return False  # a missing TUSWSGI_CONFIG is reported when the app loads
+    try:
+        return "upload_page" in read_config_file(path)
+    except Exception:  # a malformed file is reported, with its name, when the app loads
+        return False
+
+
+# The browser upload page is a demo: a production endpoint serves the tus API
+# only, unless the operator turns the page on (TUSWSGI_UPLOAD_PAGE=on, or
+# upload_page = on in the file named by TUSWSGI_CONFIG).  Set here, in the
+# master, before the workers are forked and load the app.
+if not _upload_page_requested():
+    os.environ["TUSWSGI_UPLOAD_PAGE"] = "off"
+

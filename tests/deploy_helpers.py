@@ -1,0 +1,152 @@
+"""Helpers for the deployment tests (tests/test_deploy_*.py): start a real server
+from a file in deploy/, and upload through it with tuspy while a FaultProxy cuts
+the connection.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+from urllib.parse import urlsplit
+
+from conftest import ROOT, Server, wait_for_port
+from faultproxy import FaultProxy
+from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+
+DEPLOY = ROOT / "deploy"
+#: What a service manager or a web server gives its children: no pyenv shims, no venv.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def random_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 1 << 20))
+            handle.write(block)
+            remaining -= len(block)
+    return path
+
+
+def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dict,
+                  cwd: Path, upload_dir: Path, timeout: float = 30) -> Server:
+    """Start a server process in its own session and wait until ``port`` answers."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(proc, port, upload_dir, log_path)
+    try:
+        wait_for_port(port, proc, timeout=timeout)
+    except RuntimeError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{' '.join(command)}\n{server.log()}") from None
+    return server
+
+
+def substitute(text: str, pattern: str, replacement: str, count: int = 1) -> str:
+    """``re.sub`` that insists the deploy file still has what the test rewrites."""
+    new, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+    assert found == count, f"expected {count} match(es) of {pattern!r} in the deploy file, found {found}"
+    return new
+
+
+def upload_with_cuts(target_port: int, source: Path, cuts: Sequence[Optional[int]], *,
+                     chunk_size: int, scheme: str = "http", host: str = "127.0.0.1",
+                     path: str = "/files/", check_location: bool = True) -> str:
+    """Upload ``source`` with tuspy through a FaultProxy in front of ``target_port``
+    that cuts the connection after each number of client bytes in ``cuts``; resume
+    each time with a fresh tuspy client from the server's offset; finish without a
+    cut.  TLS passes through the proxy untouched.  Returns the upload's URL path.
+
+    With ``check_location`` every Location the server sends must be the public URL
+    the client used: its scheme and ``host:port`` (the proxy's port), and ``path``.
+
+    A request cut a moment ago may still be writing when the next client asks for
+    the offset; the server then answers that client's PATCH with 409 and, like any
+    careful client, it asks again.
+    """
+    upload_path = None
+    phases = [*cuts, None]
+    failures = 0
+    while phases:
+        cut = phases[0]
+        proxy = FaultProxy(target_port, cut_after=cut)
+        try:
+            public = f"{scheme}://{host}:{proxy.port}"
+            uploader = tus_client.TusClient(public + path).uploader(
+                str(source), chunk_size=chunk_size, metadata={"filename": source.name},
+                url=public + upload_path if upload_path else None)
+            try:
+                uploader.upload()
+                assert cut is None, f"the upload finished before the cut at byte {cut}"
+                phases.pop(0)
+            except (TusUploadFailed, TusCommunicationError) as exc:
+                if getattr(exc, "status_code", None) == 409:
+                    failures += 1
+                    assert failures < 20, "too many 409 answers"
+                    time.sleep(0.1)
+                else:
+                    assert cut is not None, f"upload failed without an injected cut: {exc!r}"
+                    assert proxy.cuts == 1, f"upload failed but the proxy did not cut: {exc!r}"
+                    phases.pop(0)
+            assert uploader.url, "the server sent no Location"
+            if check_location:
+                assert uploader.url.startswith(public + path), \
+                    f"Location {uploader.url!r} is not under the public URL {public + path!r}"
+            upload_path = urlsplit(uploader.url).path
+        finally:
+            proxy.close()
+    assert upload_path
+    return upload_path
+
+
+class WorldReadableDir:
+    """A temporary directory that an unprivileged server user can enter.
+
+    pytest's tmp_path lives under a 0700 directory of root's; Apache's children and
+    CGI scripts run as ``www-data`` and must read the site and write the uploads.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        self.path.chmod(0o755)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def chown_tree(path: Path, user: str) -> None:
+    shutil.chown(path, user, user)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            shutil.chown(os.path.join(root, name), user, user)
+
+
+def copy_packages(site_packages: Path) -> None:
+    """Copy tuswsgi and its dependencies (from this test run's environment) into a
+    directory on ``sys.path`` of another interpreter, readable by everyone: what
+    ``pip install --target`` would do on a shared host."""
+    import filelock
+    import markupsafe
+    import werkzeug
+
+    import tuswsgi
+    site_packages.mkdir(parents=True, exist_ok=True)
+    for module in (tuswsgi, werkzeug, markupsafe, filelock):
+        source = Path(module.__file__).parent
+        shutil.copytree(source, site_packages / source.name,
+                        ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    for root, dirs, files in os.walk(site_packages):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            full = os.path.join(root, name)
+            os.chmod(full, os.stat(full).st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

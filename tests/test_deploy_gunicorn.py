@@ -1,0 +1,97 @@
+"""deploy/gunicorn.conf.py, started for real with the documented production command
+``gunicorn -c deploy/gunicorn.conf.py tuswsgi:app``."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import TUS, free_port, sha256_file
+from deploy_helpers import DEPLOY, random_file, start_process, upload_with_cuts
+
+pytestmark = pytest.mark.e2e
+
+CONF = DEPLOY / "gunicorn.conf.py"
+
+
+def production_env(tmp_path: Path, port: int, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
+    env.update({"TUSWSGI_BIND": f"127.0.0.1:{port}", "TUSWSGI_UPLOAD_DIR": str(tmp_path / "uploads"),
+                "TUSWSGI_WORKERS": "2", "TUSWSGI_THREADS": "8"})
+    env.update(extra)
+    return env
+
+
+def start(tmp_path: Path, **extra: str):
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", str(CONF), "tuswsgi:app"]
+    return start_process(command, port, tmp_path / f"gunicorn-{port}.log", cwd=tmp_path,
+                         env=production_env(tmp_path, port, **extra), upload_dir=tmp_path / "uploads")
+
+
+def test_conf_resolves_to_the_documented_settings(tmp_path):
+    printed = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--print-config", "tuswsgi:app"],
+        cwd=tmp_path, env=production_env(tmp_path, 8123), capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    settings = {}
+    for line in printed.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            settings[name.strip()] = value.strip()
+    assert settings["worker_class"] == "gthread"
+    assert settings["workers"] == "2" and settings["threads"] == "8"
+    assert settings["bind"] == "['127.0.0.1:8123']"
+    assert settings["timeout"] == "120" and settings["graceful_timeout"] == "30"
+    assert settings["keepalive"] == "75"
+    assert settings["limit_request_field_size"] == "65536"
+    assert settings["accesslog"] == "-"
+    assert "upload-offset" in settings["access_log_format"]
+
+
+def test_production_command_serves_an_interrupted_upload(tmp_path):
+    server = start(tmp_path)
+    try:
+        source = random_file(tmp_path / "source.bin", 24 * 1024 * 1024 + 777)
+        path = upload_with_cuts(server.port, source, cuts=[3_000_017, 9_000_001],
+                                chunk_size=8 * 1024 * 1024)
+        stored = server.upload_dir / path.rsplit("/", 1)[1]
+        assert sha256_file(stored) == sha256_file(source)
+
+        # Upload-Metadata well past gunicorn's 8 KiB default header limit is accepted.
+        metadata = "filename " + base64.b64encode(b"x" * 11_000).decode()
+        response = requests.post(server.url, headers={**TUS, "Upload-Length": "1",
+                                                      "Upload-Metadata": metadata}, timeout=10)
+        assert response.status_code == 201, response.text
+
+        # The upload page is off unless asked for.
+        assert requests.get(f"http://127.0.0.1:{server.port}/", timeout=10).status_code == 404
+    finally:
+        server.stop()
+    log = server.log()
+    # The access log carries the upload fields: offsets before and after each PATCH.
+    patch_lines = [line for line in log.splitlines() if '"PATCH /files/' in line]
+    assert patch_lines, log
+    assert any("offset=0->" in line and "length=" in line for line in patch_lines), patch_lines
+    assert "gthread" in log
+
+
+@pytest.mark.parametrize("how", ["environment", "config file"])
+def test_upload_page_can_be_turned_on(tmp_path, how):
+    if how == "environment":
+        server = start(tmp_path, TUSWSGI_UPLOAD_PAGE="on")
+    else:
+        ini = tmp_path / "tus.ini"
+        ini.write_text("[tuswsgi]\nupload_page = on\n")
+        server = start(tmp_path, TUSWSGI_CONFIG=str(ini))
+    try:
+        page = requests.get(f"http://127.0.0.1:{server.port}/", timeout=10)
+        assert page.status_code == 200
+        assert "text/html" in page.headers["Content-Type"]
+    finally:
+        server.stop()
