@@ -62,7 +62,8 @@ def upload_with_cuts(target_port: int, source: Path, cuts: Sequence[Optional[int
                      chunk_size: int, scheme: str = "http", host: str = "127.0.0.1",
                      path: str = "/files/", check_location: bool = True) -> str:
     """Upload ``source`` with tuspy through a FaultProxy in front of ``target_port``
-    that cuts the connection after each number of client bytes in ``cuts``; resume
+    that cuts a connection after each number of client bytes in ``cuts`` (counted per
+    connection, and tuspy opens one per request: keep each below ``chunk_size``); resume
     each time with a fresh tuspy client from the server's offset; finish without a
     cut.  TLS passes through the proxy untouched.  Returns the upload's URL path.
 
