@@ -230,7 +230,7 @@ def test_committed_tus_ini_is_the_sample_config():
 def test_sample_config_lists_every_key_at_its_default(tmp_path):
     text = cli.sample_config()
     for setting in config.SETTINGS:
-        assert f"# {setting.name} = {setting.default}\n" in text
+        assert f"# {setting.file_key} = {setting.default}".rstrip() + "\n" in text
     # Uncommented, the sample is a valid config that yields the defaults.
     ini = tmp_path / "uncommented.ini"
     ini.write_text("\n".join(line[2:] if " = " in line and line.startswith("# ") else line

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any, Optional
 
 from .body import interrupt_bodies_on_sigterm
 from .config import ConfigError, load_config
+from .logs import configure_logging
 from .wsgi import TusApp
 
 __version__ = "0.1.0"
@@ -40,18 +40,9 @@ def __getattr__(name: str) -> TusApp:
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(_APP_LOAD_ERROR) from None
-    _log_to_stderr()
+    configure_logging(application.config.log_format)
     if "gunicorn" in sys.modules:
         interrupt_bodies_on_sigterm()
     globals()["app"] = application
     return application
 
-
-def _log_to_stderr() -> None:
-    """Give the ``tuswsgi`` logger a stderr handler unless the host set one up."""
-    logger = logging.getLogger("tuswsgi")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)

@@ -86,10 +86,15 @@ def serve_command(args: argparse.Namespace) -> int:
 def sample_config() -> str:
     """``tus.ini`` text: every setting, commented out at its default, with its help."""
     lines = ["# tuswsgi configuration. Every key is optional; the value shown is the default.",
-             "# Each key can also be set by the environment variable TUSWSGI_<KEY>.",
-             "[tuswsgi]"]
+             "# Each key can also be set by an environment variable: TUSWSGI_<KEY> for",
+             "# [tuswsgi], TUSWSGI_<SECTION>_<KEY> for the other sections.",
+             "# Sizes take K/M/G/T suffixes; durations s/m/h/d/w."]
+    section = None
     for setting in SETTINGS:
-        lines += ["", f"# {setting.help}", f"# {setting.name} = {setting.default}"]
+        if setting.section != section:
+            section = setting.section
+            lines += ["", f"[{section}]"]
+        lines += ["", f"# {setting.help}", f"# {setting.file_key} = {setting.default}".rstrip()]
     return "\n".join(lines) + "\n"
 
 

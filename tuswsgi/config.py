@@ -85,6 +85,29 @@ def parse_fsync(text: str) -> str:
     return value
 
 
+def parse_events(text: str) -> tuple[str, ...]:
+    from .hooks import EVENTS
+    names = parse_list(text)
+    unknown = [name for name in names if name not in EVENTS]
+    if unknown:
+        raise ValueError("events are " + ", ".join(EVENTS))
+    return names
+
+
+def parse_int(text: str) -> int:
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError("expected one of " + ", ".join(choices))
+    return value
+
+
 def parse_positive_duration(text: str) -> float:
     seconds = parse_duration(text)
     if seconds <= 0:
@@ -94,10 +117,19 @@ def parse_positive_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class Setting:
+    """One key.  Keys named ``<section>_<key>`` for a section other than
+    ``[tuswsgi]`` are written ``<key>`` inside ``[<section>]`` in the file."""
+
     name: str
     default: str
     parse: Callable[[str], Any]
     help: str
+    section: str = SECTION
+
+    @property
+    def file_key(self) -> str:
+        prefix = self.section + "_"
+        return self.name[len(prefix):] if self.section != SECTION else self.name
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -134,6 +166,33 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fsync", "none", parse_fsync,
             "none: leave flushing to the OS; finish: fsync when an upload completes; "
             "always: fsync before acknowledging every request."),
+    Setting("log_format", "text", lambda text: _choice(text, ("text", "json")),
+            "Log lines as plain text or as one JSON object per line."),
+    Setting("metrics", "off", parse_bool,
+            "Serve Prometheus metrics (needs the optional prometheus_client package)."),
+    Setting("metrics_path", "/metrics", lambda text: parse_base_path(text).rstrip("/"),
+            "URL path of the metrics endpoint."),
+    Setting("hooks_python", "", parse_list,
+            "In-process hook functions, as package.module:function (comma-separated).",
+            section="hooks"),
+    Setting("hooks_dir", "", str,
+            "Directory of executables named after events (tusd file hooks).", section="hooks"),
+    Setting("hooks_http", "", str,
+            "URL that receives each event as a JSON POST (tusd HTTP hooks).", section="hooks"),
+    Setting("hooks_http_retries", "3", parse_int,
+            "Retries of a failed HTTP hook call (connection errors and 5xx).", section="hooks"),
+    Setting("hooks_http_backoff", "1s", parse_duration,
+            "Wait before the first retry; doubled for each further one.", section="hooks"),
+    Setting("hooks_http_forward_headers", "", parse_list,
+            "Request headers copied onto HTTP hook calls, e.g. Authorization, Cookie.",
+            section="hooks"),
+    Setting("hooks_timeout", "30s", parse_positive_duration,
+            "Longest a hook command or HTTP call may take.", section="hooks"),
+    Setting("hooks_enabled", "pre-access,pre-create,post-create,post-receive,pre-finish,"
+            "post-finish,pre-terminate,post-terminate", parse_events,
+            "Events sent to the hooks.", section="hooks"),
+    Setting("hooks_progress_interval", "1s", parse_positive_duration,
+            "Least time between two post-receive events of one request.", section="hooks"),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -179,7 +238,7 @@ def find_config_file(environ: Mapping[str, str] = os.environ) -> Optional[str]:
 
 
 def read_config_file(path: str) -> dict[str, str]:
-    """Read the ``[tuswsgi]`` section; unknown sections are left to their owners."""
+    """Read ``[tuswsgi]`` and ``[hooks]`` as setting names; other sections are ignored."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -188,9 +247,13 @@ def read_config_file(path: str) -> dict[str, str]:
         raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
     except configparser.Error as exc:
         raise ConfigError(f"config file {path!r} is malformed: {exc}") from None
-    if not parser.has_section(SECTION):
-        return {}
-    return dict(parser.items(SECTION))
+    values = {}
+    for section in parser.sections():
+        if section == SECTION:
+            values.update(parser.items(section))
+        elif section in {s.section for s in SETTINGS}:
+            values.update((f"{section}_{key}", value) for key, value in parser.items(section))
+    return values
 
 
 def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.environ,

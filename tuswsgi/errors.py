@@ -53,6 +53,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_CLIENT_GONE": (400, "request body ended before its declared length"),
     "ERR_INSUFFICIENT_STORAGE": (507, "not enough storage space to save the data"),
     "ERR_STORAGE": (500, "the storage failed while saving the data"),
+    "ERR_UPLOAD_STOPPED": (400, "upload was stopped by the server's application"),
+    # Hooks.
+    "ERR_ACCESS_DENIED": (403, "access to this upload was refused"),
+    "ERR_UPLOAD_REJECTED": (400, "upload was rejected by the server's application"),
+    "ERR_TERMINATION_REJECTED": (400, "termination was rejected by the server's application"),
+    "ERR_HOOK_FAILED": (500, "a hook of the server's application failed"),
     "ERR_INTERNAL": (500, "internal server error"),
 }
 
@@ -64,18 +70,22 @@ class TusError(HTTPException):
     """An error response with a stable code; ``detail`` adds request specifics."""
 
     def __init__(self, code: str, detail: Optional[str] = None,
-                 headers: Optional[Iterable[tuple[str, str]]] = None) -> None:
-        status, message = ERRORS[code]
+                 headers: Optional[Iterable[tuple[str, str]]] = None, *,
+                 status: Optional[int] = None, body: Optional[str] = None) -> None:
+        default_status, message = ERRORS[code]
         super().__init__(description=f"{message} ({detail})" if detail else message)
-        self.code = status
+        self.code = status or default_status
         self.error_code = code
         self.extra_headers = list(headers or ())
+        self.body = body  # a hook's own text replaces the standard body
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return _EXTRA_STATUS_PHRASES.get(self.code) or super().name
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        if self.body is not None:
+            return self.body
         return f"{self.error_code}: {self.description}\n"
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:

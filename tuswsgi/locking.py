@@ -98,31 +98,31 @@ class UploadLocker:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.handovers = 0
 
     @contextmanager
     def hold(self, upload_id: str, timeout: float,
-             on_stop: Callable[[], None] = lambda: None) -> Iterator[None]:
-        """Hold the lock of ``upload_id`` (already validated) for the ``with`` block.
+             on_stop: Callable[[], None] = lambda: None) -> Iterator[bool]:
+        """Hold the lock of ``upload_id`` (already validated) for the ``with`` block,
+        which receives whether the lock had to be taken over from another request.
 
         ``on_stop`` runs on the watcher thread when a newer request asks for the
         upload; the holder should then finish quickly and leave the block.
         """
         base = os.path.join(self.directory, upload_id)
         lock = FileLock(base + ".lock", thread_local=False, **_LOCK_OPTIONS)
-        self._acquire(lock, base + ".stop", timeout)
+        handed_over = self._acquire(lock, base + ".stop", timeout)
         hold = _Hold(base + ".stop", on_stop)
         _watcher.add(hold)
         try:
-            yield
+            yield handed_over
         finally:
             _watcher.remove(hold)
             lock.release()
 
-    def _acquire(self, lock: FileLock, stop_path: str, timeout: float) -> None:
+    def _acquire(self, lock: FileLock, stop_path: str, timeout: float) -> bool:
         try:
             lock.acquire(timeout=0)
-            return
+            return False
         except Timeout:
             pass
         deadline = time.monotonic() + timeout
@@ -130,8 +130,7 @@ class UploadLocker:
             _request_stop(stop_path)
             try:
                 lock.acquire(timeout=0)
-                self.handovers += 1
-                return
+                return True
             except Timeout:
                 if time.monotonic() >= deadline:
                     raise LockTimeout(stop_path) from None

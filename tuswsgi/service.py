@@ -3,8 +3,9 @@
 The tus handlers (and any later front-end, such as the IETF draft) parse their
 headers, then call these methods with plain values.  Here live the rules that
 do not depend on the wire format: limits, locking and hand-over, offsets,
-deferred lengths, checksums, concatenation, expiration, and the translation of
-store failures into the error table.  No file paths and no header names.
+deferred lengths, checksums, concatenation, expiration, hooks, metrics and
+upload event logs, and the translation of store failures into the error table.
+No file paths and no header names.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from typing import BinaryIO, Iterator, Optional
 from .body import BodyInterrupted, BodyTimeout, ClientGone, RequestBody
 from .config import Config
 from .errors import TusError
+from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
 from .locking import LockTimeout, UploadLocker
-from .protocol import new_hasher
+from .logs import log_event
+from .metrics import Metrics
+from .protocol import encode_metadata, new_hasher
 from .store import (
+    UPLOAD_ID,
     FileStore,
     InvalidUploadId,
     OffsetMismatch,
@@ -48,8 +53,10 @@ class Checksum:
 class UploadService:
     """Store + locks + limits; the one place upload state changes."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Optional[Metrics] = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
+        self.hooks = hooks_from_config(config, self.metrics.hook_called)
         self.store = FileStore(config.upload_dir, expiration=config.expiration,
                                gone_retention=config.gone_retention, fsync=config.fsync)
         self.locker = UploadLocker(self.store.directory)
@@ -72,10 +79,13 @@ class UploadService:
         self.get(upload_id)  # 404/410 before touching any lock file
         on_stop = body.interrupt if body is not None else (lambda: None)
         try:
-            with self.locker.hold(upload_id, self.config.lock_timeout, on_stop):
+            with self.locker.hold(upload_id, self.config.lock_timeout, on_stop) as handed_over:
+                if handed_over:
+                    self.metrics.lock_event("handover")
                 self.store.recover(upload_id)
                 yield self.get(upload_id)
         except LockTimeout:
+            self.metrics.lock_event("timeout")
             raise TusError("ERR_UPLOAD_LOCKED") from None
 
     def head(self, upload_id: str) -> UploadInfo:
@@ -84,19 +94,72 @@ class UploadService:
         with self.locked(upload_id) as info:
             return info
 
+    # -- hooks -------------------------------------------------------------
+    def _hook_event(self, event_type: str, info: Optional[UploadInfo],
+                    req: Optional[RequestInfo]) -> dict:
+        path = self.store.path(info.id) if info is not None and info.id else None
+        return self.hooks.event(event_type, info, req, path)
+
+    def _blocking_hook(self, event_type: str, info: Optional[UploadInfo],
+                       req: Optional[RequestInfo]) -> HookAnswer:
+        if not self.hooks.wants(event_type):
+            return HookAnswer()
+        try:
+            return self.hooks.call(event_type, self._hook_event(event_type, info, req))
+        except HookError as exc:
+            raise TusError("ERR_HOOK_FAILED", f"{event_type}: {exc}") from None
+
+    def _notify(self, event_type: str, info: UploadInfo, req: Optional[RequestInfo],
+                on_answer=None) -> None:
+        if self.hooks.wants(event_type):
+            self.hooks.notify(event_type, self._hook_event(event_type, info, req), on_answer)
+
+    def authorize(self, req: RequestInfo, upload_id: Optional[str]) -> None:
+        """The ``pre-access`` hook, before any body is read: may refuse the request."""
+        if not self.hooks.wants("pre-access"):
+            return
+        info = self.get(upload_id) if upload_id is not None else None
+        answer = self._blocking_hook("pre-access", info, req)
+        if answer.reject_upload or answer.reject_access or (answer.status or 0) >= 400:
+            raise answer.rejection("ERR_ACCESS_DENIED", 403)
+
     # -- creation ----------------------------------------------------------
     def create(self, *, length: Optional[int], metadata: list, concat: Optional[str] = None,
-               upload_id: Optional[str] = None) -> UploadInfo:
+               req: Optional[RequestInfo] = None) -> UploadInfo:
         self.maybe_sweep()
         self.check_size(length)
-        info = UploadInfo(id=upload_id or new_upload_id(), length=length, metadata=metadata,
-                          concat=concat)
+        info = UploadInfo(id="", length=length, metadata=metadata, concat=concat)
+        answer = self._blocking_hook("pre-create", info, req)
+        if answer.reject_upload or (answer.status or 0) >= 400:
+            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
+        if answer.change_metadata is not None:
+            info.metadata = encode_metadata(answer.change_metadata)
+        if answer.change_id is not None and not UPLOAD_ID.fullmatch(answer.change_id):
+            raise TusError("ERR_HOOK_FAILED", "pre-create chose an invalid upload ID")
+        info.id = answer.change_id or new_upload_id()
         try:
-            return self.store.create(info)
+            self.store.create(info)
+        except FileExistsError:
+            raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
             raise storage_error(exc) from None
+        self._created(info, req)
+        return info
 
-    def concatenate(self, part_ids: list[str], metadata: list) -> UploadInfo:
+    def _created(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+        self.metrics.upload_event("created")
+        log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
+        self._notify("post-create", info, req)
+        if info.is_complete:
+            self._finished(info, req)
+
+    def _finished(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+        self.metrics.upload_event("finished")
+        log_event("upload.finished", upload=info.id, length=info.length)
+        self._notify("post-finish", info, req)
+
+    def concatenate(self, part_ids: list[str], metadata: list,
+                    req: Optional[RequestInfo] = None) -> UploadInfo:
         parts = []
         for part_id in part_ids:
             try:
@@ -108,14 +171,23 @@ class UploadService:
             if not part.is_complete:
                 raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
             parts.append(part)
-        self.check_size(sum(part.length or 0 for part in parts))
-        info = UploadInfo(id=new_upload_id(), length=None, metadata=metadata, concat="final",
+        length = sum(part.length or 0 for part in parts)
+        self.check_size(length)
+        info = UploadInfo(id="", length=length, metadata=metadata, concat="final",
                           parts=[part.id for part in parts])
+        answer = self._blocking_hook("pre-create", info, req)
+        if answer.reject_upload or (answer.status or 0) >= 400:
+            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
+        if answer.change_metadata is not None:
+            info.metadata = encode_metadata(answer.change_metadata)
+        info.id = new_upload_id()
         try:
-            return self.store.concatenate(info, parts)
+            self.store.concatenate(info, parts)
         except OSError as exc:
             self.store.forget(info.id)
             raise storage_error(exc) from None
+        self._created(info, req)
+        return info
 
     def check_size(self, length: Optional[int]) -> None:
         if length is not None and self.config.max_size and length > self.config.max_size:
@@ -128,16 +200,35 @@ class UploadService:
 
     # -- appending ---------------------------------------------------------
     def append(self, upload_id: str, offset: int, body: RequestBody, *,
-               declare_length: Optional[int] = None,
-               checksum: Optional[Checksum] = None) -> UploadInfo:
-        """Append the body at ``offset``; the caller's lock is taken here."""
-        with self.locked(upload_id, body) as info:
-            return self.append_locked(info, offset, body, declare_length=declare_length,
-                                      checksum=checksum)
+               declare_length: Optional[int] = None, checksum: Optional[Checksum] = None,
+               req: Optional[RequestInfo] = None) -> UploadInfo:
+        """Append the body at ``offset`` under the upload's lock.
 
-    def append_locked(self, info: UploadInfo, offset: int, body: RequestBody, *,
-                      declare_length: Optional[int] = None,
-                      checksum: Optional[Checksum] = None) -> UploadInfo:
+        Fires ``post-receive`` while bytes arrive (its answer can stop the upload),
+        and ``pre-finish``/``post-finish`` when the last byte is in.
+        """
+        started = time.monotonic()
+        with self.locked(upload_id, body) as info, self.metrics.writing():
+            start = info.offset
+            try:
+                self._append_locked(info, offset, body, declare_length, checksum, req)
+            finally:
+                self.metrics.received(info.offset - start)
+                if info.offset != start:
+                    self._notify("post-receive", info, req)
+            log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
+                      bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
+            if info.is_complete:
+                answer = self._blocking_hook("pre-finish", info, req)
+                if (answer.status or 0) >= 400:
+                    raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
+                info.hook_headers = answer.headers
+                self._finished(info, req)
+            return info
+
+    def _append_locked(self, info: UploadInfo, offset: int, body: RequestBody,
+                       declare_length: Optional[int], checksum: Optional[Checksum],
+                       req: Optional[RequestInfo]) -> None:
         if info.concat == "final":
             raise TusError("ERR_UPLOAD_IS_FINAL")
         if offset != info.offset:
@@ -153,13 +244,25 @@ class UploadService:
         if checksum is not None:
             source = _HashingReader(body, checksum.algorithm)
             verify = source.verifier(checksum.digest)
+        if self.hooks.wants("post-receive"):
+            source = _ProgressReader(source, self.config.hooks_progress_interval,
+                                     lambda received: self._progress(info, received, body, req))
         self._write(info, source, limit, verify)
         if body.is_chunked and body.has_more():
             self.store.truncate(info, offset)
             raise TusError("ERR_SIZE_EXCEEDED", f"body is larger than the {limit} bytes allowed")
         if info.length is None and length is not None:
             self.store.declare_length(info, length)  # only once the body was accepted
-        return info
+
+    def _progress(self, info: UploadInfo, received: int, body: RequestBody,
+                  req: Optional[RequestInfo]) -> None:
+        """A throttled ``post-receive``; ``StopUpload`` in its answer ends the request."""
+        snapshot = UploadInfo(**{**info.__dict__, "offset": info.offset + received})
+
+        def on_answer(answer: HookAnswer) -> None:
+            if answer.stop_upload:
+                body.interrupt("stopped")
+        self._notify("post-receive", snapshot, req, on_answer)
 
     def _check_declared_length(self, info: UploadInfo, length: int) -> int:
         if info.length is not None:
@@ -190,28 +293,35 @@ class UploadService:
             log.error("storage error on %s: %s", info.id, exc)
             raise TusError("ERR_STORAGE") from None
         except BodyInterrupted as exc:
-            code = "ERR_SERVER_SHUTDOWN" if exc.reason == "shutdown" else "ERR_UPLOAD_INTERRUPTED"
-            raise TusError(code, self._kept(info, start)) from None
+            raise self._cut_short(_INTERRUPTION_CODES[exc.reason], info, start) from None
         except BodyTimeout:
-            raise TusError("ERR_REQUEST_TIMEOUT", self._kept(info, start)) from None
+            raise self._cut_short("ERR_REQUEST_TIMEOUT", info, start) from None
         except ClientGone:
-            raise TusError("ERR_CLIENT_GONE", self._kept(info, start)) from None
+            raise self._cut_short("ERR_CLIENT_GONE", info, start) from None
 
-    def _kept(self, info: UploadInfo, start: int) -> str:
+    def _cut_short(self, code: str, info: UploadInfo, start: int) -> TusError:
+        """The error for a body that ended early; every byte that arrived is kept."""
         try:
-            offset = self.store.get(info.id).offset
+            info.offset = self.store.get(info.id).offset
         except (UploadNotFound, UploadGone):
-            offset = start
-        info.offset = offset
-        return f"kept {offset - start} bytes, upload is at {offset}"
+            info.offset = start
+        log_event("upload.interrupted", upload=info.id, reason=code, offset=start,
+                  new_offset=info.offset, bytes=info.offset - start)
+        return TusError(code, f"kept {info.offset - start} bytes, upload is at {info.offset}")
 
     # -- termination and download ------------------------------------------
-    def terminate(self, upload_id: str) -> None:
-        with self.locked(upload_id):
+    def terminate(self, upload_id: str, req: Optional[RequestInfo] = None) -> None:
+        with self.locked(upload_id) as info:
+            answer = self._blocking_hook("pre-terminate", info, req)
+            if answer.reject_termination or (answer.status or 0) >= 400:
+                raise answer.rejection("ERR_TERMINATION_REJECTED", 400)
             try:
                 self.store.terminate(upload_id)
             except OSError as exc:
                 raise storage_error(exc) from None
+        self.metrics.upload_event("terminated")
+        log_event("upload.terminated", upload=upload_id, offset=info.offset)
+        self._notify("post-terminate", info, req)
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -267,7 +377,8 @@ class UploadService:
                 info = self.store.inspect(upload_id)  # re-check under the lock
                 if action == "expired" and self.store.is_expired(info, now):
                     self.store.terminate(upload_id, now=now)
-                    log.info("upload %s expired", upload_id)
+                    self.metrics.upload_event("expired")
+                    log_event("upload.expired", upload=upload_id, offset=info.offset)
                     return True
                 if action == "forgotten" and self.store.is_forgettable(info, now):
                     self.store.forget(upload_id)
@@ -283,6 +394,29 @@ def storage_error(exc: OSError) -> TusError:
         return TusError("ERR_INSUFFICIENT_STORAGE")
     log.error("storage error: %s", exc)
     return TusError("ERR_STORAGE")
+
+
+_INTERRUPTION_CODES = {"handover": "ERR_UPLOAD_INTERRUPTED", "shutdown": "ERR_SERVER_SHUTDOWN",
+                       "stopped": "ERR_UPLOAD_STOPPED"}
+
+
+class _ProgressReader:
+    """Calls ``report(received)`` at most every ``interval`` seconds while reading."""
+
+    def __init__(self, source, interval: float, report) -> None:
+        self._source = source
+        self._interval = interval
+        self._report = report
+        self._received = 0
+        self._next = time.monotonic() + interval
+
+    def read(self, size: int) -> bytes:
+        data = self._source.read(size)
+        self._received += len(data)
+        if data and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._interval
+            self._report(self._received)
+        return data
 
 
 class _HashingReader:

@@ -83,6 +83,8 @@ class UploadInfo:
     modified: float = 0.0
     gone_since: Optional[float] = None
     expires: Optional[float] = None
+    #: Headers a pre-finish hook asked to add to the response; never stored.
+    hook_headers: dict = field(default_factory=dict)
 
     @property
     def is_deferred(self) -> bool:

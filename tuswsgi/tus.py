@@ -19,6 +19,7 @@ from werkzeug.wsgi import wrap_file
 
 from .body import RequestBody
 from .errors import TusError
+from .hooks import RequestInfo
 from .protocol import (
     PATCH_CONTENT_TYPE,
     SUPPORTED_VERSIONS,
@@ -43,7 +44,7 @@ INLINE_TYPES = re.compile(
 EXPOSED_HEADERS = (
     "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
     "Upload-Concat", "Upload-Expires", "Tus-Version", "Tus-Resumable", "Tus-Max-Size",
-    "Tus-Extension", "Tus-Checksum-Algorithm",
+    "Tus-Extension", "Tus-Checksum-Algorithm", "X-Request-ID",
 )
 
 #: Request headers a browser client may send (CORS preflight).
@@ -53,6 +54,9 @@ ALLOWED_HEADERS = (
     "Upload-Defer-Length", "Upload-Metadata", "Upload-Concat", "Upload-Checksum",
 )
 
+
+#: WSGI environ key under which the dispatcher leaves the request's hook view.
+HOOK_REQUEST_KEY = "tuswsgi.hook_request"
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.
 REFUSED_BODY_CODES = ("ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH")
@@ -90,7 +94,7 @@ class TusHandlers:
             if body is not None:
                 raise TusError("ERR_UPLOAD_IS_FINAL", "a final upload takes no body")
             part_ids = [self._id_from_url(request, url) for url in part_urls]
-            info = self.service.concatenate(part_ids, metadata)
+            info = self.service.concatenate(part_ids, metadata, req=hook_request(request))
             return self._created(request, info)
         length = self._creation_length(headers)
         self.service.check_size(length)
@@ -98,10 +102,11 @@ class TusHandlers:
                 and body.length > length:
             raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
         checksum = self._checksum(request) if body is not None else None
-        info = self.service.create(length=length, metadata=metadata, concat=concat)
+        req = hook_request(request)
+        info = self.service.create(length=length, metadata=metadata, concat=concat, req=req)
         if body is not None:
             try:
-                info = self.service.append(info.id, 0, body, checksum=checksum)
+                info = self.service.append(info.id, 0, body, checksum=checksum, req=req)
             except TusError as error:
                 if error.error_code in REFUSED_BODY_CODES:
                     self.service.discard(info.id)  # the request is refused as a whole
@@ -122,7 +127,7 @@ class TusHandlers:
         return length
 
     def _created(self, request: Request, info: UploadInfo) -> Response:
-        response = Response(status=201, headers=self._expires(info))
+        response = Response(status=201, headers=[*self._expires(info), *info.hook_headers.items()])
         response.headers["Location"] = self._location(request, info.id)
         response.headers["Upload-Offset"] = str(info.offset)
         return response
@@ -157,14 +162,15 @@ class TusHandlers:
         checksum = self._checksum(request)
         body = self._body(request, required=True)
         info = self.service.append(upload_id, offset, body, declare_length=length,
-                                   checksum=checksum)
+                                   checksum=checksum, req=hook_request(request))
         response = Response(status=204, headers=self._expires(info))
         response.headers["Upload-Offset"] = str(info.offset)
+        response.headers.extend(info.hook_headers)
         return response
 
     # -- DELETE ----------------------------------------------------------------
     def delete(self, request: Request, upload_id: str) -> Response:
-        self.service.terminate(upload_id)
+        self.service.terminate(upload_id, req=hook_request(request))
         return Response(status=204)
 
     # -- GET (download) ----------------------------------------------------------
@@ -234,6 +240,11 @@ class TusHandlers:
             if path.startswith(candidate) and "/" not in path[len(candidate):]:
                 return path[len(candidate):]
         raise TusError("ERR_INVALID_CONCAT", f"{url[:80]!r} is not an upload of this server")
+
+
+def hook_request(request: Request) -> Optional[RequestInfo]:
+    """What hooks see of the request, when hooks are configured (set by the dispatcher)."""
+    return request.environ.get(HOOK_REQUEST_KEY)
 
 
 def _filename_params(name: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, Callable, Iterable, Optional
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -19,11 +20,14 @@ from werkzeug.wrappers import Request
 
 from .config import Config
 from .errors import TusError
+from .hooks import RequestInfo
+from .logs import log_event
+from .metrics import metrics_from_config
+from .page import UploadPage
 from .protocol import TUS_VERSION, check_version
 from .responses import Response
 from .service import UploadService, storage_error
-from .page import UploadPage
-from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
+from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, HOOK_REQUEST_KEY, TusHandlers
 
 log = logging.getLogger("tuswsgi")
 
@@ -40,7 +44,8 @@ class TusApp:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.service = UploadService(config)
+        self.metrics = metrics_from_config(config)
+        self.service = UploadService(config, self.metrics)
         self.handlers = TusHandlers(self.service)
         base = config.base_path
         rules = [
@@ -53,6 +58,8 @@ class TusApp:
             page_path = config.upload_page_path
             rules += [Rule(page_path, endpoint="page", methods=("GET", "HEAD")),
                       Rule(page_path + "static/<path:name>", endpoint="asset", methods=("GET", "HEAD"))]
+        if self.metrics.enabled:
+            rules.append(Rule(config.metrics_path, endpoint="metrics", methods=("GET",)))
         self.url_map = Map(rules, strict_slashes=False, merge_slashes=False)
         self._wsgi: Callable = self._dispatch
         if config.behind_proxy:
@@ -65,10 +72,15 @@ class TusApp:
     def _dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         started = time.monotonic()
+        request_id = _request_id(request.headers.get("X-Request-ID"))
         response, error_code = self.handle(request)
         self._finish(request, response)
-        log.info("%s %s %d %s %.3fs", request.method, request.path, response.status_code,
-                 error_code or "-", time.monotonic() - started)
+        response.headers["X-Request-ID"] = request_id
+        self.metrics.request(request.method, response.status_code)
+        log_event("request", method=request.method, path=request.path,
+                  status=response.status_code, error=error_code,
+                  offset=response.headers.get("Upload-Offset"),
+                  seconds=round(time.monotonic() - started, 4), request_id=request_id)
         return response(environ, start_response)
 
     def handle(self, request: Request) -> tuple[Response, Optional[str]]:
@@ -82,8 +94,15 @@ class TusApp:
                 return self.page.index(request), None
             if endpoint == "asset":
                 return self.page.asset(request, **args), None
+            if endpoint == "metrics":
+                body, content_type = self.metrics.render()
+                return Response(body, content_type=content_type), None
             if method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
+            if self.service.hooks.transports and method != "OPTIONS":
+                hook_request = RequestInfo.from_environ(request.environ, method)
+                request.environ[HOOK_REQUEST_KEY] = hook_request
+                self.service.authorize(hook_request, args.get("upload_id"))
             return getattr(self.handlers, method.lower())(request, **args), None
         except TusError as error:
             return error.get_response(), error.error_code
@@ -146,6 +165,13 @@ class TusApp:
         return [("Access-Control-Allow-Methods", "POST, HEAD, PATCH, DELETE, GET, OPTIONS"),
                 ("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS)),
                 ("Access-Control-Max-Age", "86400")]
+
+
+def _request_id(sent: Optional[str]) -> str:
+    """The client's X-Request-ID when it is a sane token, else a fresh one."""
+    if sent and len(sent) <= 128 and sent.isprintable() and sent.isascii():
+        return sent
+    return uuid.uuid4().hex
 
 
 def _is_preflight(request: Request) -> bool:

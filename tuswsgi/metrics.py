@@ -1,0 +1,104 @@
+"""Prometheus metrics, correct across gunicorn worker processes.
+
+``prometheus_client`` is an optional extra (``pip install tuswsgi[metrics]``).
+Under gunicorn every worker writes its numbers to files in a directory shared
+by the workers of one server run (prometheus_client's multiprocess mode), and
+``/metrics`` adds them up, whichever worker answers.  With metrics off, or the
+package missing, every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+def _multiprocess_dir() -> str:
+    """One directory per gunicorn master (its pid), created before the first import
+    of prometheus_client in a worker, so a restart starts from clean files."""
+    master = os.getppid() if "gunicorn" in sys.modules else os.getpid()
+    path = os.path.join(tempfile.gettempdir(), f"tuswsgi-metrics-{master}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class Metrics:
+    enabled = False
+
+    def request(self, method: str, status: int) -> None: ...
+    def received(self, count: int) -> None: ...
+    def upload_event(self, event: str) -> None: ...
+    def hook_called(self, event: str, ok: bool) -> None: ...
+    def lock_event(self, event: str) -> None: ...
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        yield
+
+    def render(self) -> tuple[bytes, str]:
+        return b"", "text/plain"
+
+
+class PrometheusMetrics(Metrics):
+    enabled = True
+
+    def __init__(self) -> None:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _multiprocess_dir())
+        import prometheus_client as prom  # imported after the directory is set
+        from prometheus_client import multiprocess
+
+        self._prom = prom
+        self._multiprocess = multiprocess
+        self._requests = prom.Counter("tuswsgi_requests", "HTTP requests answered",
+                                      ["method", "status"])
+        self._bytes = prom.Counter("tuswsgi_received_bytes", "Upload bytes written to storage")
+        self._uploads = prom.Counter("tuswsgi_uploads", "Upload lifecycle events",
+                                     ["event"])
+        self._writing = prom.Gauge("tuswsgi_uploads_in_progress",
+                                   "Requests currently writing upload data",
+                                   multiprocess_mode="livesum")
+        self._hooks = prom.Counter("tuswsgi_hook_calls", "Hook calls", ["event", "result"])
+        self._locks = prom.Counter("tuswsgi_lock_events", "Lock hand-overs and timeouts",
+                                   ["event"])
+
+    def request(self, method: str, status: int) -> None:
+        self._requests.labels(method, str(status)).inc()
+
+    def received(self, count: int) -> None:
+        if count:
+            self._bytes.inc(count)
+
+    def upload_event(self, event: str) -> None:
+        self._uploads.labels(event).inc()
+
+    def hook_called(self, event: str, ok: bool) -> None:
+        self._hooks.labels(event, "ok" if ok else "error").inc()
+
+    def lock_event(self, event: str) -> None:
+        self._locks.labels(event).inc()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing.inc()
+        try:
+            yield
+        finally:
+            self._writing.dec()
+
+    def render(self) -> tuple[bytes, str]:
+        registry = self._prom.CollectorRegistry()
+        self._multiprocess.MultiProcessCollector(registry)
+        return self._prom.generate_latest(registry), self._prom.CONTENT_TYPE_LATEST
+
+
+def metrics_from_config(config: Any) -> Metrics:
+    if not config.metrics:
+        return Metrics()
+    try:
+        return PrometheusMetrics()
+    except ImportError:
+        raise RuntimeError("metrics = on needs prometheus_client: pip install 'tuswsgi[metrics]'") \
+            from None
