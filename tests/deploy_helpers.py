@@ -10,13 +10,14 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
-from conftest import ROOT, Server, wait_for_port
+from conftest import ROOT, Server, free_port, wait_for_port
 from faultproxy import FaultProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -49,6 +50,26 @@ def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dic
         server.stop()
         raise RuntimeError(f"{exc}\n{' '.join(command)}\n{server.log()}") from None
     return server
+
+
+def production_env(port: int, upload_dir: Path, **extra: str) -> dict:
+    """This environment without tuswsgi/gunicorn settings, plus the listen address,
+    the upload directory and a small worker layout for a 2-core test machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
+    env.update({"TUSWSGI_BIND": f"127.0.0.1:{port}", "TUSWSGI_UPLOAD_DIR": str(upload_dir),
+                "TUSWSGI_WORKERS": "2", "TUSWSGI_THREADS": "8"})
+    env.update(extra)
+    return env
+
+
+def start_production_gunicorn(workdir: Path, *, upload_dir: Optional[Path] = None, name: str = "gunicorn",
+                              **extra: str) -> Server:
+    """``gunicorn -c deploy/gunicorn.conf.py tuswsgi:app``, the documented command."""
+    port = free_port()
+    upload_dir = upload_dir or workdir / "uploads"
+    command = [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "tuswsgi:app"]
+    return start_process(command, port, workdir / f"{name}-{port}.log", cwd=workdir,
+                         env=production_env(port, upload_dir, **extra), upload_dir=upload_dir)
 
 
 def substitute(text: str, pattern: str, replacement: str, count: int = 1) -> str:

@@ -4,40 +4,29 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import TUS, free_port, sha256_file
-from deploy_helpers import DEPLOY, random_file, start_process, upload_with_cuts
+from conftest import TUS, sha256_file
+from deploy_helpers import DEPLOY, production_env, random_file, start_production_gunicorn, upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 
 CONF = DEPLOY / "gunicorn.conf.py"
 
 
-def production_env(tmp_path: Path, port: int, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
-    env.update({"TUSWSGI_BIND": f"127.0.0.1:{port}", "TUSWSGI_UPLOAD_DIR": str(tmp_path / "uploads"),
-                "TUSWSGI_WORKERS": "2", "TUSWSGI_THREADS": "8"})
-    env.update(extra)
-    return env
-
-
 def start(tmp_path: Path, **extra: str):
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(CONF), "tuswsgi:app"]
-    return start_process(command, port, tmp_path / f"gunicorn-{port}.log", cwd=tmp_path,
-                         env=production_env(tmp_path, port, **extra), upload_dir=tmp_path / "uploads")
+    return start_production_gunicorn(tmp_path, **extra)
 
 
 def test_conf_resolves_to_the_documented_settings(tmp_path):
     printed = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--print-config", "tuswsgi:app"],
-        cwd=tmp_path, env=production_env(tmp_path, 8123), capture_output=True, text=True, timeout=60)
+        cwd=tmp_path, env=production_env(8123, tmp_path / "uploads"), capture_output=True, text=True,
+        timeout=60)
     assert printed.returncode == 0, printed.stderr
     settings = {}
     for line in printed.stdout.splitlines():
