@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 from werkzeug.test import Client
@@ -97,6 +97,26 @@ def patch(client: Client, path: str, data: bytes, offset: int, **headers):
 
 def data_file(upload_dir: Path, path: str) -> Path:
     return upload_dir / path.rsplit("/", 1)[1]
+
+
+def settled(read: Callable[[], int], quiet: float = 0.4, timeout: float = 10) -> int:
+    """Poll ``read`` (an offset) until it has not changed for ``quiet`` seconds.
+
+    After a client's connection is cut, the server may still be storing what it
+    received (its request may not even hold the lock yet); a resuming client that
+    asks too early is told a smaller offset and later gets a 409.  Tests that check
+    the kept bytes wait for the server to settle first.
+    """
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = read()
+        if current != value:
+            value, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return value
+    raise AssertionError(f"offset still changing after {timeout}s")
 
 
 # -- real servers ---------------------------------------------------------------

@@ -24,6 +24,9 @@ from typing import Any, Optional
 
 #: How often a long body read tells gunicorn's arbiter that the worker is alive.
 HEARTBEAT_INTERVAL = 5.0
+#: After an interruption, how long the holder keeps storing bytes that already
+#: reached the socket (the kernel still returns them after shutdown(SHUT_RD)).
+DRAIN_SECONDS = 0.25
 
 
 class BodyError(Exception):
@@ -66,6 +69,7 @@ class RequestBody:
         self.length = length
         self.received = 0
         self._interrupted: Optional[str] = None
+        self._drain_until = 0.0
         self._socket: Optional[socket.socket] = environ.get("gunicorn.socket")
         self._worker = _gunicorn_worker() if self._socket is not None else None
         self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
@@ -90,7 +94,7 @@ class RequestBody:
         return self.length is not None and self.received >= self.length
 
     def read(self, size: int) -> bytes:
-        if self._interrupted:
+        if self._interrupted and time.monotonic() >= self._drain_until:
             raise BodyInterrupted(self._interrupted)
         if self.length is not None:
             size = min(size, self.length - self.received)
@@ -126,7 +130,13 @@ class RequestBody:
         return data
 
     def interrupt(self, reason: str = "handover") -> None:
-        """Ask the reader to stop (from the lock watcher thread or a signal handler)."""
+        """Ask the reader to stop (from the lock watcher thread or a signal handler).
+
+        With the socket in hand, bytes that already arrived are still stored for a
+        moment: the read side is shut, so reads return them and then end at once.
+        """
+        if self._gunicorn_reader is not None:
+            self._drain_until = time.monotonic() + DRAIN_SECONDS
         self._interrupted = reason
         if self._socket is not None:
             try:
