@@ -129,14 +129,7 @@ class UploadService:
         self.maybe_sweep()
         self.check_size(length)
         info = UploadInfo(id="", length=length, metadata=metadata, concat=concat)
-        answer = self._blocking_hook("pre-create", info, req)
-        if answer.reject_upload or (answer.status or 0) >= 400:
-            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-        if answer.change_metadata is not None:
-            info.metadata = encode_metadata(answer.change_metadata)
-        if answer.change_id is not None and not UPLOAD_ID.fullmatch(answer.change_id):
-            raise TusError("ERR_HOOK_FAILED", "pre-create chose an invalid upload ID")
-        info.id = answer.change_id or new_upload_id()
+        self._pre_create(info, req)
         try:
             self.store.create(info)
         except FileExistsError:
@@ -145,6 +138,17 @@ class UploadService:
             raise storage_error(exc) from None
         self._created(info, req)
         return info
+
+    def _pre_create(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+        """Run ``pre-create``: it may refuse, or choose the ID and the metadata."""
+        answer = self._blocking_hook("pre-create", info, req)
+        if answer.reject_upload or (answer.status or 0) >= 400:
+            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
+        if answer.change_metadata is not None:
+            info.metadata = encode_metadata(answer.change_metadata)
+        if answer.change_id is not None and not UPLOAD_ID.fullmatch(answer.change_id):
+            raise TusError("ERR_HOOK_FAILED", "pre-create chose an invalid upload ID")
+        info.id = answer.change_id or new_upload_id()
 
     def _created(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
         self.metrics.upload_event("created")
@@ -175,14 +179,11 @@ class UploadService:
         self.check_size(length)
         info = UploadInfo(id="", length=length, metadata=metadata, concat="final",
                           parts=[part.id for part in parts])
-        answer = self._blocking_hook("pre-create", info, req)
-        if answer.reject_upload or (answer.status or 0) >= 400:
-            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-        if answer.change_metadata is not None:
-            info.metadata = encode_metadata(answer.change_metadata)
-        info.id = new_upload_id()
+        self._pre_create(info, req)
         try:
             self.store.concatenate(info, parts)
+        except FileExistsError:
+            raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
             self.store.forget(info.id)
             raise storage_error(exc) from None
