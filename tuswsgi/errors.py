@@ -89,6 +89,8 @@ class TusError(HTTPException):
         return f"{self.error_code}: {self.description}\n"
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        if any(name.lower() == "content-type" for name, _ in self.extra_headers):
+            return list(self.extra_headers)  # e.g. a hook's own JSON body
         return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers]
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:  # type: ignore[override]

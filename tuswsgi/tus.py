@@ -19,7 +19,7 @@ from werkzeug.wsgi import wrap_file
 
 from .body import RequestBody
 from .errors import TusError
-from .hooks import RequestInfo
+from .frontend import empty_body, hook_request, request_body, upload_url
 from .protocol import (
     PATCH_CONTENT_TYPE,
     SUPPORTED_VERSIONS,
@@ -54,9 +54,6 @@ ALLOWED_HEADERS = (
     "Upload-Defer-Length", "Upload-Metadata", "Upload-Concat", "Upload-Checksum",
 )
 
-
-#: WSGI environ key under which the dispatcher leaves the request's hook view.
-HOOK_REQUEST_KEY = "tuswsgi.hook_request"
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.
 REFUSED_BODY_CODES = ("ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH")
@@ -202,19 +199,13 @@ class TusHandlers:
 
     # -- helpers -----------------------------------------------------------------
     def _body(self, request: Request, *, required: bool) -> Optional[RequestBody]:
-        """The request body, or ``None`` for a creation request without one."""
-        raw = request.headers.get("Content-Length")
-        length = parse_uint(raw, "ERR_INVALID_CONTENT_LENGTH")
-        chunked = length is None and bool(request.environ.get("wsgi.input_terminated")) \
-            and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if not required:
-            if not length and not chunked:
-                return None
-            if request.mimetype != PATCH_CONTENT_TYPE:
-                raise TusError("ERR_INVALID_CONTENT_TYPE")
-        if length is None and not chunked:
-            length = 0
-        return RequestBody(request.environ, length, self.config.network_timeout)
+        """The request body; ``None`` for a creation request without one."""
+        body = request_body(request, self.config.network_timeout)
+        if body is None:
+            return empty_body(request, self.config.network_timeout) if required else None
+        if not required and request.mimetype != PATCH_CONTENT_TYPE:
+            raise TusError("ERR_INVALID_CONTENT_TYPE")
+        return body
 
     def _checksum(self, request: Request) -> Optional[Checksum]:
         parsed = parse_checksum(request.headers.get("Upload-Checksum"),
@@ -227,7 +218,7 @@ class TusHandlers:
         return [("Upload-Expires", http_date(info.expires))]
 
     def _location(self, request: Request, upload_id: str) -> str:
-        return request.root_url.rstrip("/") + self.config.base_path + upload_id
+        return upload_url(request, self.config.base_path, upload_id)
 
     def _id_from_url(self, request: Request, url: str) -> str:
         """The upload ID in a relative or absolute upload URL of this endpoint."""
@@ -240,11 +231,6 @@ class TusHandlers:
             if path.startswith(candidate) and "/" not in path[len(candidate):]:
                 return path[len(candidate):]
         raise TusError("ERR_INVALID_CONCAT", f"{url[:80]!r} is not an upload of this server")
-
-
-def hook_request(request: Request) -> Optional[RequestInfo]:
-    """What hooks see of the request, when hooks are configured (set by the dispatcher)."""
-    return request.environ.get(HOOK_REQUEST_KEY)
 
 
 def _filename_params(name: str) -> dict[str, str]:

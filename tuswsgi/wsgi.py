@@ -20,6 +20,7 @@ from werkzeug.wrappers import Request
 
 from .config import Config
 from .errors import TusError
+from .frontend import HOOK_REQUEST_KEY
 from .hooks import RequestInfo
 from .logs import log_event
 from .metrics import metrics_from_config
@@ -27,7 +28,7 @@ from .page import UploadPage
 from .protocol import TUS_VERSION, check_version
 from .responses import Response
 from .service import UploadService, storage_error
-from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, HOOK_REQUEST_KEY, TusHandlers
+from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
 
 log = logging.getLogger("tuswsgi")
 
