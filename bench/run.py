@@ -507,6 +507,14 @@ def scaling_table(result: dict, sz: dict) -> str:
     return "\n".join(lines)
 
 
+def _node_package_version(name: str) -> Optional[str]:
+    try:
+        with open(os.path.join(SCRATCH, "node", "node_modules", "@tus", name, "package.json")) as handle:
+            return json.load(handle)["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def versions(node_version: Optional[str]) -> dict:
     def run(cmd):
         try:
@@ -525,6 +533,7 @@ def versions(node_version: Optional[str]) -> dict:
         "werkzeug": version("werkzeug"), "filelock": version("filelock"),
         "node": run(["node", "--version"]) if shutil.which("node") else None,
         "tus_server": node_version,
+        "tus_file_store": _node_package_version("file-store") if node_version else None,
         "tuswsgi_commit": run(["git", "rev-parse", "--short", "HEAD"]),
         "tuswsgi_dirty": bool(run(["git", "status", "--porcelain", "--", "tuswsgi"])),
         "gunicorn_config": gunicorn_config(), "gunicorn_settings": gunicorn_settings(),
@@ -587,7 +596,8 @@ def main() -> int:
             f"machine: nproc={env['nproc']}, uname -r {env['uname_r']}, {env['cpu']}",
             f"python {env['python']}, gunicorn {env['gunicorn']} ({gunicorn_config()}: "
             f"{env['gunicorn_settings'].get('workers')} workers x {env['gunicorn_settings'].get('threads')} "
-            f"threads), werkzeug {env['werkzeug']}, node {env['node']}, @tus/server {env['tus_server']}, "
+            f"threads), werkzeug {env['werkzeug']}, filelock {env['filelock']}, node {env['node']}, "
+            f"@tus/server {env['tus_server']} + @tus/file-store {env['tus_file_store']}, "
             f"tuswsgi {env['tuswsgi_commit']}{' + uncommitted changes' if env['tuswsgi_dirty'] else ''}",
             "",
             table(medians, sz, names)]
