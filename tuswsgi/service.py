@@ -155,9 +155,15 @@ class UploadService:
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
         self._notify("post-create", info, req)
         if info.is_complete:
-            self._finished(info, req)
+            self._finish(info, req)
 
-    def _finished(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+    def _finish(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+        """``pre-finish`` (may refuse and add response headers), then ``post-finish``."""
+        answer = self._blocking_hook("pre-finish", info, req)
+        if (answer.status or 0) >= 400:
+            raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
+        info.hook_headers = answer.headers
+        self.store.mark_finished(info)
         self.metrics.upload_event("finished")
         log_event("upload.finished", upload=info.id, length=info.length)
         self._notify("post-finish", info, req)
@@ -202,34 +208,32 @@ class UploadService:
     # -- appending ---------------------------------------------------------
     def append(self, upload_id: str, offset: int, body: RequestBody, *,
                declare_length: Optional[int] = None, checksum: Optional[Checksum] = None,
-               req: Optional[RequestInfo] = None) -> UploadInfo:
+               complete: bool = False, req: Optional[RequestInfo] = None) -> UploadInfo:
         """Append the body at ``offset`` under the upload's lock.
 
+        ``complete`` says the body ends the upload (the IETF draft's
+        ``Upload-Complete: ?1``): the length becomes the offset it reaches.
         Fires ``post-receive`` while bytes arrive (its answer can stop the upload),
-        and ``pre-finish``/``post-finish`` when the last byte is in.
+        and ``pre-finish``/``post-finish`` when this request completes the upload.
         """
         started = time.monotonic()
         with self.locked(upload_id, body) as info, self.metrics.writing():
             start = info.offset
             try:
-                self._append_locked(info, offset, body, declare_length, checksum, req)
+                self._append_locked(info, offset, body, declare_length, checksum, complete, req)
             finally:
                 self.metrics.received(info.offset - start)
                 if info.offset != start:
                     self._notify("post-receive", info, req)
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
-            if info.is_complete:
-                answer = self._blocking_hook("pre-finish", info, req)
-                if (answer.status or 0) >= 400:
-                    raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-                info.hook_headers = answer.headers
-                self._finished(info, req)
+            if info.is_complete and not info.finished:
+                self._finish(info, req)
             return info
 
     def _append_locked(self, info: UploadInfo, offset: int, body: RequestBody,
                        declare_length: Optional[int], checksum: Optional[Checksum],
-                       req: Optional[RequestInfo]) -> None:
+                       complete: bool, req: Optional[RequestInfo]) -> None:
         if info.concat == "final":
             raise TusError("ERR_UPLOAD_IS_FINAL")
         if offset != info.offset:
@@ -237,10 +241,20 @@ class UploadService:
         length = info.length
         if declare_length is not None:
             length = self._check_declared_length(info, declare_length)
+        if complete and body.length is not None:
+            final = offset + body.length
+            if length is not None and final != length:
+                raise TusError("ERR_INCONSISTENT_LENGTH", f"length is {length}, body ends at {final}")
+            length = self._check_declared_length(info, final)
         limit = self._room(info.offset, length)
+        cap = self.config.max_append_size
+        if cap and body.length is not None and body.length > cap:
+            raise TusError("ERR_APPEND_TOO_LARGE", f"{body.length} bytes sent, {cap} allowed")
         if body.length is not None and body.length > limit:
             raise TusError("ERR_SIZE_EXCEEDED" if length is not None else "ERR_MAX_SIZE_EXCEEDED",
                            f"{body.length} bytes sent, {limit} allowed")
+        if cap:
+            limit = min(limit, cap)
         source, verify = body, None
         if checksum is not None:
             source = _HashingReader(body, checksum.algorithm)
@@ -251,7 +265,10 @@ class UploadService:
         self._write(info, source, limit, verify)
         if body.is_chunked and body.has_more():
             self.store.truncate(info, offset)
-            raise TusError("ERR_SIZE_EXCEEDED", f"body is larger than the {limit} bytes allowed")
+            code = "ERR_APPEND_TOO_LARGE" if limit == cap else "ERR_SIZE_EXCEEDED"
+            raise TusError(code, f"body is larger than the {limit} bytes allowed")
+        if complete and length is None:
+            length = self._check_declared_length(info, info.offset)
         if info.length is None and length is not None:
             self.store.declare_length(info, length)  # only once the body was accepted
 

@@ -82,6 +82,8 @@ class UploadInfo:
     offset: int = 0
     modified: float = 0.0
     gone_since: Optional[float] = None
+    #: Set once the application accepted the finished upload (pre-finish passed).
+    finished: bool = False
     expires: Optional[float] = None
     #: Headers a pre-finish hook asked to add to the response; never stored.
     hook_headers: dict = field(default_factory=dict)
@@ -101,14 +103,15 @@ class UploadInfo:
     def to_record(self) -> dict:
         return {"id": self.id, "length": self.length, "metadata": self.metadata,
                 "created": self.created, "concat": self.concat, "parts": self.parts,
-                "gone_since": self.gone_since}
+                "gone_since": self.gone_since, "finished": self.finished}
 
     @classmethod
     def from_record(cls, record: dict) -> UploadInfo:
         return cls(id=record["id"], length=record["length"],
                    metadata=[(k, v) for k, v in record["metadata"]],
                    created=record["created"], concat=record.get("concat"),
-                   parts=list(record.get("parts") or ()), gone_since=record.get("gone_since"))
+                   parts=list(record.get("parts") or ()), gone_since=record.get("gone_since"),
+                   finished=bool(record.get("finished")))
 
 
 def new_upload_id() -> str:
@@ -225,6 +228,10 @@ class FileStore:
         if self.expiration and not info.is_complete:
             info.expires = info.created + self.expiration
         return info
+
+    def mark_finished(self, info: UploadInfo) -> None:
+        info.finished = True
+        self._write_info(info)
 
     def declare_length(self, info: UploadInfo, length: int) -> None:
         info.length = length

@@ -8,6 +8,7 @@ client gets a plain 500 ``ERR_INTERNAL`` without one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -22,6 +23,9 @@ from .config import Config
 from .errors import TusError
 from .frontend import HOOK_REQUEST_KEY
 from .hooks import RequestInfo
+from .ietf import ALLOWED_HEADERS as IETF_ALLOWED_HEADERS
+from .ietf import EXPOSED_HEADERS as IETF_EXPOSED_HEADERS
+from .ietf import IetfHandlers, interop_version
 from .logs import log_event
 from .metrics import metrics_from_config
 from .page import UploadPage
@@ -48,6 +52,7 @@ class TusApp:
         self.metrics = metrics_from_config(config)
         self.service = UploadService(config, self.metrics)
         self.handlers = TusHandlers(self.service)
+        self.ietf = IetfHandlers(self.service)
         base = config.base_path
         rules = [
             Rule(base, endpoint="collection", methods=COLLECTION_METHODS),
@@ -86,36 +91,59 @@ class TusApp:
 
     def handle(self, request: Request) -> tuple[Response, Optional[str]]:
         """Route one request; return the response and its error code, never raise."""
+        render: Callable[[TusError], Response] = TusError.get_response
         try:
             if _is_preflight(request):
                 return Response(status=204, headers=self._preflight_headers()), None
             method = self._effective_method(request)
             endpoint, args = self._match(request, method)
-            if endpoint == "page":
-                return self.page.index(request), None
-            if endpoint == "asset":
-                return self.page.asset(request, **args), None
-            if endpoint == "metrics":
-                body, content_type = self.metrics.render()
-                return Response(body, content_type=content_type), None
-            if method in VERSIONED_METHODS:
+            if endpoint in ("page", "asset", "metrics"):
+                return self._serve_extra(request, endpoint, args), None
+            if method == "OPTIONS":
+                response = self.handlers.options(request)
+                response.headers.extend(self.ietf.discovery_headers())
+                return response, None
+            version = interop_version(request)
+            upload_id = args.get("upload_id")
+            if version is not None:
+                render = functools.partial(self._render_ietf, version=version, upload_id=upload_id)
+            elif method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
-            if self.service.hooks.transports and method != "OPTIONS":
-                hook_request = RequestInfo.from_environ(request.environ, method)
-                request.environ[HOOK_REQUEST_KEY] = hook_request
-                self.service.authorize(hook_request, args.get("upload_id"))
-            return getattr(self.handlers, method.lower())(request, **args), None
+            self._authorize(request, method, upload_id)
+            if version is None or (method == "GET" and version < 8):
+                return getattr(self.handlers, method.lower())(request, **args), None
+            return getattr(self.ietf, method.lower())(request, version, **args), None
         except TusError as error:
-            return error.get_response(), error.error_code
+            return render(error), error.error_code
         except HTTPException as error:  # raised by werkzeug itself, e.g. a malformed header
             error = TusError("ERR_BAD_REQUEST" if (error.code or 500) < 500 else "ERR_INTERNAL")
-            return error.get_response(), error.error_code
+            return render(error), error.error_code
         except OSError as exc:  # the file system failed outside the store's own handling
             error = storage_error(exc)
-            return error.get_response(), error.error_code
+            return render(error), error.error_code
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return TusError("ERR_INTERNAL").get_response(), "ERR_INTERNAL"
+
+    def _render_ietf(self, error: TusError, version: int, upload_id: Optional[str]) -> Response:
+        return self.ietf.error_response(error, version, upload_id)
+
+    def _serve_extra(self, request: Request, endpoint: str, args: dict) -> Response:
+        """The upload page, its assets, and the metrics."""
+        if endpoint == "page":
+            return self.page.index(request)
+        if endpoint == "asset":
+            return self.page.asset(request, **args)
+        body, content_type = self.metrics.render()
+        return Response(body, content_type=content_type)
+
+    def _authorize(self, request: Request, method: str, upload_id: Optional[str]) -> None:
+        """The pre-access hook, before any body is read (only when hooks are set)."""
+        if not self.service.hooks.transports:
+            return
+        hook_request = RequestInfo.from_environ(request.environ, method)
+        request.environ[HOOK_REQUEST_KEY] = hook_request
+        self.service.authorize(hook_request, upload_id)
 
     def _effective_method(self, request: Request) -> str:
         override = request.headers.get("X-HTTP-Method-Override")
@@ -159,13 +187,17 @@ class TusApp:
         allowed = self._allowed_origin(request)
         if allowed is not None:
             headers += [("Access-Control-Allow-Origin", allowed),
-                        ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))]
+                        ("Access-Control-Expose-Headers", _EXPOSED)]
         return headers
 
     def _preflight_headers(self) -> list[tuple[str, str]]:
         return [("Access-Control-Allow-Methods", "POST, HEAD, PATCH, DELETE, GET, OPTIONS"),
-                ("Access-Control-Allow-Headers", ", ".join(ALLOWED_HEADERS)),
+                ("Access-Control-Allow-Headers", _ALLOWED),
                 ("Access-Control-Max-Age", "86400")]
+
+
+_EXPOSED = ", ".join(dict.fromkeys([*EXPOSED_HEADERS, *IETF_EXPOSED_HEADERS]))
+_ALLOWED = ", ".join(dict.fromkeys([*ALLOWED_HEADERS, *IETF_ALLOWED_HEADERS]))
 
 
 def _request_id(sent: Optional[str]) -> str:

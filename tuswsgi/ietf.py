@@ -1,0 +1,309 @@
+"""The IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload),
+interop versions 3 to 8, beside tus 1.0.0 on the same endpoint.
+
+Every draft header is read and written here; the uploads themselves are ordinary
+ones of :class:`~tuswsgi.service.UploadService`, so hooks, metrics, limits,
+locking, hand-over, expiration and the CLI apply unchanged.
+
+What differs between interop versions (``Upload-Draft-Interop-Version``):
+
+====  =======================================================================
+3     completion is ``Upload-Incomplete`` (inverted); appends answer 201
+4-5   completion is ``Upload-Complete``; appends answer 201
+6     PATCH needs ``Content-Type: application/partial-upload``; problem types;
+      ``Upload-Limit`` with ``expires``
+7-8   PATCH must say ``Upload-Complete``; an incomplete append answers 204 with
+      ``Upload-Complete: ?0``, the completing one 200 with ``?1``; ``max-age``
+====  =======================================================================
+
+A request with no interop version but with ``Upload-Complete``/``Upload-Incomplete``
+or ``Content-Type: application/partial-upload`` is treated as the latest version,
+without the 104 interim response (the drafts allow it only with a matching
+version).  Errors are ``application/problem+json`` carrying the problem type the
+draft defines (or ``about:blank``) and tuswsgi's stable ``code``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from email.message import Message
+from typing import Optional
+
+from werkzeug.wrappers import Request
+
+from .errors import TusError
+from .frontend import empty_body, hook_request, request_body, upload_url
+from .protocol import encode_metadata, is_media_type, parse_metadata
+from .responses import Response
+from .service import UploadService
+from .store import UploadInfo
+
+SUPPORTED_VERSIONS = range(3, 9)
+LATEST_VERSION = 8
+PARTIAL_UPLOAD_TYPE = "application/partial-upload"
+PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#"
+
+#: Problem types the draft defines, by tuswsgi error code.
+PROBLEM_TYPES = {
+    "ERR_MISMATCHED_OFFSET": "mismatching-upload-offset",
+    "ERR_INCONSISTENT_LENGTH": "inconsistent-upload-length",
+    "ERR_SIZE_EXCEEDED": "inconsistent-upload-length",
+    "ERR_UPLOAD_COMPLETED": "completed-upload",
+}
+
+#: Draft request headers a browser may send (CORS) and response headers it may read.
+ALLOWED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
+                   "Upload-Offset", "Upload-Length", "Content-Disposition")
+EXPOSED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
+                   "Upload-Limit", "Upload-Offset", "Upload-Length", "Location")
+
+_SF_INTEGER = re.compile(r"[0-9]{1,15}")
+
+
+def interop_version(request: Request) -> Optional[int]:
+    """The draft version a request speaks, ``None`` for tus (or plain HTTP).
+
+    Raises 400 for a version this server does not implement.
+    """
+    if "Tus-Resumable" in request.headers:
+        return None
+    raw = request.headers.get("Upload-Draft-Interop-Version")
+    if raw is not None:
+        raw = raw.strip()
+        if _SF_INTEGER.fullmatch(raw) and int(raw) in SUPPORTED_VERSIONS:
+            return int(raw)
+        raise TusError("ERR_UNSUPPORTED_INTEROP_VERSION", f"got {raw[:20]!r}; supported 3 to 8",
+                       headers=[("Upload-Draft-Interop-Version", str(LATEST_VERSION))])
+    if "Upload-Complete" in request.headers or "Upload-Incomplete" in request.headers \
+            or request.mimetype == PARTIAL_UPLOAD_TYPE:
+        return LATEST_VERSION
+    return None
+
+
+def parse_sf_boolean(value: str) -> bool:
+    item = value.split(";", 1)[0].strip()  # structured-field parameters are ignored
+    if item == "?1":
+        return True
+    if item == "?0":
+        return False
+    raise TusError("ERR_INVALID_UPLOAD_COMPLETE", f"got {value[:20]!r}, expected ?1 or ?0")
+
+
+def parse_sf_integer(value: Optional[str], error_code: str) -> Optional[int]:
+    if value is None:
+        return None
+    item = value.split(";", 1)[0].strip()
+    if not _SF_INTEGER.fullmatch(item):
+        raise TusError(error_code, f"got {value[:40]!r}")
+    return int(item)
+
+
+class IetfHandlers:
+    """One handler per method; ``version`` is the request's interop version."""
+
+    def __init__(self, service: UploadService) -> None:
+        self.service = service
+        self.config = service.config
+
+    # -- helpers: the draft's headers --------------------------------------------
+    def upload_limit(self, version: int, info: Optional[UploadInfo] = None) -> str:
+        """``Upload-Limit``: our size limits and the time left before expiry."""
+        items = ["min-size=0"]
+        if self.config.max_size:
+            items.append(f"max-size={self.config.max_size}")
+        if self.config.max_append_size:
+            items.append(f"max-append-size={self.config.max_append_size}")
+        if self.config.expiration:
+            expires = info.expires if info is not None and info.expires else \
+                time.time() + self.config.expiration
+            items.append(f"{'expires' if version == 6 else 'max-age'}="
+                         f"{max(0, int(expires - time.time()))}")
+        return ", ".join(items)
+
+    @staticmethod
+    def _complete_header(version: int, complete: bool) -> tuple[str, str]:
+        if version == 3:
+            return "Upload-Incomplete", "?0" if complete else "?1"
+        return "Upload-Complete", "?1" if complete else "?0"
+
+    @staticmethod
+    def _request_complete(request: Request, version: int, *, required: bool) -> bool:
+        """Whether the request's body ends the upload."""
+        name = "Upload-Incomplete" if version == 3 else "Upload-Complete"
+        value = request.headers.get(name)
+        if value is None:
+            if required:
+                raise TusError("ERR_INVALID_UPLOAD_COMPLETE", f"{name} is missing")
+            return True  # interop 3-6: an append without the header is the last part
+        flag = parse_sf_boolean(value)
+        return not flag if version == 3 else flag
+
+    def _state_headers(self, version: int, info: UploadInfo) -> list[tuple[str, str]]:
+        headers = [("Upload-Offset", str(info.offset)),
+                   self._complete_header(version, info.is_complete),
+                   ("Upload-Limit", self.upload_limit(version, info)),
+                   ("Upload-Draft-Interop-Version", str(version))]
+        if info.length is not None:
+            headers.append(("Upload-Length", str(info.length)))
+        return headers
+
+    # -- OPTIONS -----------------------------------------------------------------
+    def discovery_headers(self) -> list[tuple[str, str]]:
+        return [("Upload-Limit", self.upload_limit(LATEST_VERSION)),
+                ("Accept-Patch", PARTIAL_UPLOAD_TYPE)]
+
+    # -- creation ----------------------------------------------------------------
+    def post(self, request: Request, version: int, upload_id: Optional[str] = None) -> Response:
+        complete = self._request_complete(request, version, required=True)
+        length = parse_sf_integer(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
+        body = request_body(request, self.config.network_timeout)
+        if complete and body is not None and body.length is not None and length is not None \
+                and body.length != length:
+            raise TusError("ERR_INCONSISTENT_LENGTH",
+                           f"Upload-Length {length}, body of {body.length} bytes")
+        if complete and body is None:
+            length = 0 if length is None else length
+        self.service.check_size(length)
+        req = hook_request(request)
+        info = self.service.create(length=length, metadata=self._metadata(request), req=req)
+        location = upload_url(request, self.config.base_path, info.id)
+        if body is not None or complete:
+            self._send_104(request, version, location, info)
+            try:
+                info = self.service.append(info.id, 0, body or empty_body(
+                    request, self.config.network_timeout), complete=complete, req=req)
+            except TusError as error:
+                error.extra_headers.append(("Location", location))
+                raise
+        response = Response(status=201, headers=self._state_headers(version, info))
+        response.headers["Location"] = location
+        response.headers.extend(info.hook_headers)
+        return response
+
+    def _metadata(self, request: Request) -> list:
+        """tus-style ``Upload-Metadata`` (tus-js-client sends it) plus the draft's
+        representation metadata: ``Content-Type`` → ``filetype``,
+        ``Content-Disposition`` filename → ``filename``."""
+        metadata = parse_metadata(request.headers.get("Upload-Metadata"),
+                                  self.config.max_metadata_size)
+        known = {key for key, _ in metadata}
+        extra = {}
+        mimetype = request.mimetype
+        if mimetype and mimetype != PARTIAL_UPLOAD_TYPE and is_media_type(mimetype):
+            extra["filetype"] = mimetype
+        filename = _disposition_filename(request.headers.get("Content-Disposition"))
+        if filename:
+            extra["filename"] = filename
+        return metadata + [pair for pair in encode_metadata(extra) if pair[0] not in known]
+
+    def _send_104(self, request: Request, version: int, location: str,
+                  info: UploadInfo) -> None:
+        """104 Upload Resumption Supported, before the body is read, so a client cut
+        mid-body still learns the upload URL.  WSGI has no interim responses: this
+        needs the client socket (gunicorn's ``gunicorn.socket``) and a request that
+        named a supported interop version."""
+        sock = request.environ.get("gunicorn.socket")
+        if sock is None or "Upload-Draft-Interop-Version" not in request.headers \
+                or request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+            return
+        lines = ["HTTP/1.1 104 Upload Resumption Supported", f"Location: {location}",
+                 f"Upload-Draft-Interop-Version: {version}",
+                 f"Upload-Limit: {self.upload_limit(version, info)}"]
+        try:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        except (OSError, UnicodeEncodeError):
+            pass  # the final response reports what happens to the body
+
+    # -- offset retrieval ----------------------------------------------------------
+    def head(self, request: Request, version: int, upload_id: str) -> Response:
+        if version <= 6:
+            for name in ("Upload-Offset", "Upload-Complete", "Upload-Incomplete"):
+                if name in request.headers:
+                    raise TusError("ERR_UNEXPECTED_HEADER", f"{name} on offset retrieval")
+        info = self.service.head(upload_id)
+        response = Response(status=204, headers=self._state_headers(version, info))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    get = head  # the latest draft allows GET for offset retrieval
+
+    # -- append ----------------------------------------------------------------------
+    def patch(self, request: Request, version: int, upload_id: str) -> Response:
+        if version >= 6 and request.mimetype != PARTIAL_UPLOAD_TYPE:
+            raise TusError("ERR_INVALID_CONTENT_TYPE", f"use {PARTIAL_UPLOAD_TYPE}")
+        offset = parse_sf_integer(request.headers.get("Upload-Offset"), "ERR_INVALID_OFFSET")
+        if offset is None:
+            raise TusError("ERR_INVALID_OFFSET", "header is missing")
+        complete = self._request_complete(request, version, required=version >= 7)
+        length = parse_sf_integer(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
+        body = request_body(request, self.config.network_timeout)
+        current = self.service.get(upload_id)
+        if current.is_complete and current.finished:
+            return self._append_to_completed(version, current, offset, body)
+        try:
+            info = self.service.append(
+                upload_id, offset, body or empty_body(request, self.config.network_timeout),
+                declare_length=length, complete=complete, req=hook_request(request))
+        except TusError as error:
+            error.provided_offset = offset  # for the mismatching-upload-offset problem
+            raise
+        # interop 3-6 answer appends with 201; from 7 a completing append gets the
+        # target's own answer (200) and an incomplete one 204
+        status = (200 if info.is_complete else 204) if version >= 7 else 201
+        response = Response(status=status, headers=self._state_headers(version, info))
+        response.headers.extend(info.hook_headers)
+        return response
+
+    def _append_to_completed(self, version: int, info: UploadInfo, offset: int,
+                             body) -> Response:
+        """A client that lost the final response may repeat an empty completing
+        append (tus-js-client does when HEAD gave no length): it gets the state.
+        Anything else would change a finished upload and is refused."""
+        if body is None and offset == info.offset:
+            return Response(status=200 if version >= 7 else 201,
+                            headers=self._state_headers(version, info))
+        raise TusError("ERR_UPLOAD_COMPLETED", f"upload finished at {info.offset} bytes")
+
+    # -- cancellation ------------------------------------------------------------------
+    def delete(self, request: Request, version: int, upload_id: str) -> Response:
+        self.service.terminate(upload_id, req=hook_request(request))
+        return Response(status=204)
+
+    # -- errors --------------------------------------------------------------------------
+    def error_response(self, error: TusError, version: int, upload_id: Optional[str]) -> Response:
+        """The error as ``application/problem+json``, with the draft's headers."""
+        problem: dict = {"type": "about:blank", "title": error.description,
+                         "status": error.code, "code": error.error_code}
+        headers = [("Upload-Draft-Interop-Version", str(version))]
+        kind = PROBLEM_TYPES.get(error.error_code)
+        if kind:
+            problem["type"] = PROBLEM_TYPE + kind
+        if error.error_code == "ERR_MISMATCHED_OFFSET" and upload_id is not None:
+            try:
+                info = self.service.get(upload_id)
+            except TusError:
+                info = None
+            if info is not None:
+                problem["expected-offset"] = info.offset
+                problem["provided-offset"] = getattr(error, "provided_offset", None)
+                headers += [("Upload-Offset", str(info.offset)),
+                            self._complete_header(version, info.is_complete)]
+        if error.code == 413:
+            headers.append(("Upload-Limit", self.upload_limit(version)))
+        if error.body is not None:  # a hook chose the answer
+            return error.get_response()
+        headers += [(k, v) for k, v in error.extra_headers if k.lower() != "content-type"]
+        return Response(json.dumps(problem), status=f"{error.code} {error.name}",
+                        headers=headers, content_type="application/problem+json")
+
+
+def _disposition_filename(value: Optional[str]) -> Optional[str]:
+    """The file name in a ``Content-Disposition`` header (``filename*`` preferred)."""
+    if not value:
+        return None
+    message = Message()
+    message["Content-Disposition"] = value
+    name = message.get_filename()
+    return name[:255] if name else None
