@@ -7,6 +7,7 @@ missing, and fail under ``CI=true`` (see ``.ci/install.d/browser.sh``).
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -129,15 +130,24 @@ class SlowProxy:
 
 
 class StaticServer:
-    """Serve a fixed set of files from a second origin (another port)."""
+    """Serve a fixed set of files from a second origin (another port).
 
-    def __init__(self, files: dict[str, tuple[bytes, str]]) -> None:
+    With ``proxy_port``, requests under ``proxy_prefix`` are passed on to that port
+    (a reverse proxy keeping the Host header), so a page from this server can reach
+    the tus server from its own origin."""
+
+    def __init__(self, files: dict[str, tuple[bytes, str]], proxy_port: int | None = None,
+                 proxy_prefix: str = "/files/") -> None:
         self.files = files
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                entry = outer.files.get(self.path.split("?", 1)[0])
+            def handle_one(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if proxy_port is not None and path.startswith(proxy_prefix):
+                    self.forward(proxy_port)
+                    return
+                entry = outer.files.get(path) if self.command in ("GET", "HEAD") else None
                 if entry is None:
                     self.send_error(404)
                     return
@@ -147,7 +157,32 @@ class StaticServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def forward(self, port: int) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {name: value for name, value in self.headers.items()
+                           if name.lower() not in ("connection", "keep-alive")}
+                upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                    self.send_response(response.status)
+                    for name, value in response.getheaders():
+                        if name.lower() not in ("connection", "keep-alive", "transfer-encoding",
+                                                "content-length", "date", "server"):
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    upstream.close()
+
+            do_GET = do_HEAD = do_POST = do_PATCH = do_DELETE = do_OPTIONS = handle_one
 
             def log_message(self, format: str, *args) -> None:
                 pass
