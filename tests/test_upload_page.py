@@ -138,7 +138,7 @@ def test_pause_at_a_third_and_resume_by_keyboard(slow_server, page, log, big_fil
     offset = server_offset(url)
     time.sleep(0.7)
     assert server_offset(url) == offset, "the server still receives data while paused"
-    assert BIG / 4 < offset < BIG
+    assert BIG * 0.1 < offset < BIG * 0.9  # about a third (what the client sent may run ahead)
     assert not [entry for entry in tus_requests(log, paused_at) if entry[0] == "PATCH"]
     screenshot(page, "upload-page-paused.png")
 
