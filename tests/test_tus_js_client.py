@@ -207,9 +207,10 @@ def test_browser_cors_from_another_origin(server, source, page):
 
 def test_browser_cors_refuses_an_origin_not_allowed(server, source, page):
     """The same page from an origin that is not in cors_origins cannot upload."""
+    require_browser()
+    require_node()
     static = StaticServer(harness_files(""))
     try:
-        require_browser()
         page.goto(static.origin + "/harness.html")
         page.wait_for_function("typeof runUpload === 'function'")
         before = set(os.listdir(server.upload_dir)) if server.upload_dir.exists() else set()
