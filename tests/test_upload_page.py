@@ -238,3 +238,43 @@ def test_other_paths_several_files_dropped_on_a_phone_screen(gunicorn_factory, b
         assert not errors
     finally:
         context.close()
+
+
+def test_retries_after_cut_connections_and_server_errors(gunicorn_factory, page, log, tmp_path):
+    """A flaky link (every connection cut after 2.5 MB), one PATCH answered 503 and one
+    failing at the network level: the page backs off, asks HEAD where the upload stands
+    after each of its failures, and finishes with the right bytes."""
+    from faultproxy import FaultProxy
+
+    server = gunicorn_factory(workers=2, threads=4)
+    proxy = FaultProxy(server.port, cut_after=2_500_000)
+    source = tmp_path / "flaky.bin"
+    source.write_bytes(os.urandom(9 * MIB + 999))
+    failures: list[str] = []
+
+    def sabotage(route) -> None:
+        if route.request.method != "PATCH" or len(failures) >= 2:
+            route.continue_()
+        elif not failures:
+            failures.append("503")
+            route.fulfill(status=503, body="busy")
+        else:
+            failures.append("network")
+            route.abort("connectionreset")
+
+    try:
+        open_page(page, f"http://127.0.0.1:{proxy.port}/", chunk_mib=1)
+        page.route("**/files/*", sabotage)
+        page.set_input_files("#file-input", str(source))
+        url = wait_finished(page, "flaky.bin")
+    finally:
+        proxy.close()
+    assert sha256_file(data_path(server, url)) == sha256_file(source)
+    assert failures == ["503", "network"]
+    assert proxy.cuts >= 2
+    sent = [(entry[0], entry[2].get("upload-offset")) for entry in tus_requests(log)]
+    patches = [i for i, entry in enumerate(sent) if entry[0] == "PATCH"]
+    # after each failed PATCH (the first two) the page re-reads the offset before sending more
+    for failed in patches[:2]:
+        assert sent[failed + 1][0] == "HEAD", sent
+    assert not log["errors"]
