@@ -15,7 +15,7 @@ setup(
     package_data={"tuswsgi": ["static/*"]},
     install_requires=[
         "werkzeug>=2.3",
-        "filelock>=3.12",
+        "filelock>=3.30",
         "gunicorn>=22",
     ],
     extras_require={

@@ -28,7 +28,7 @@ def serve(conn: socket.socket) -> None:
                 buf += data
             head, buf = buf.split(b"\r\n\r\n", 1)
             lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
+            method, _path, _ = lines[0].split(" ", 2)
             headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")

@@ -28,8 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import client  # noqa: E402
-import run  # noqa: E402
+import client
+import run
 
 MiB = 1 << 20
 
@@ -38,8 +38,7 @@ def record(pids: list[int], stamp: str, case: str, rate: int, extra: list[str] =
     spies = []
     for pid in pids:
         out = os.path.join(run.RESULTS, f"profile-{case}-{stamp}-{pid}.txt")
-        proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", str(rate),
-                                 "--format", "raw", "--output", out] + list(extra),
+        proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--output", out, *list(extra)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         spies.append((pid, out, proc))
     time.sleep(1.0)  # let py-spy attach

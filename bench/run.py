@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -254,11 +254,11 @@ _settings_cache: dict = {}
 def gunicorn_settings() -> dict:
     """workers/threads as the production config computes them on this machine."""
     if not _settings_cache:
-        code = ("import json,sys; sys.path.insert(0, %r); import runpy; "
-                "ns = runpy.run_path(%r) if %r.endswith('.py') else "
+        code = (f"import json,sys; sys.path.insert(0, {ROOT!r}); import runpy; "
+                f"ns = runpy.run_path({gunicorn_config()!r}) if {gunicorn_config()!r}.endswith('.py') else "
                 "vars(__import__('tuswsgi.gunicorn_conf', fromlist=['x'])); "
                 "print(json.dumps({k: ns[k] for k in ('workers','threads','worker_class','keepalive')}))"
-                ) % (ROOT, gunicorn_config(), gunicorn_config())
+                )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=SCRATCH, env={**os.environ, "PYTHONPATH": ROOT})
         _settings_cache.update(json.loads(out.stdout) if out.returncode == 0 else
@@ -486,7 +486,7 @@ def table(medians: dict, sz: dict, names: list[str]) -> str:
             a, b = medians.get("tuswsgi", {}).get(key), medians.get(other, {}).get(key)
             cells.append("-" if not a or not b or key.endswith("errors") else f"{a / b:.2f}")
         lines.append(cells)
-    widths = [max(len(str(row[i])) for row in [header] + lines) for i in range(len(header))]
+    widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
 
     def render(row):
         return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
@@ -521,9 +521,10 @@ def versions(node_version: Optional[str]) -> dict:
             return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
         except OSError:
             return None
+    from importlib.metadata import version
+
     import gunicorn
     import werkzeug  # noqa: F401
-    from importlib.metadata import version
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "nproc": os.cpu_count(), "uname_r": platform.release(),

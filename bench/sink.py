@@ -27,22 +27,20 @@ def app(environ, start_response):
     if method == "POST":
         upload_id = uuid.uuid4().hex
         os.close(os.open(os.path.join(DIRECTORY, upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-        start_response("201 Created", common + [("Location", PREFIX + upload_id),
-                                                ("Upload-Offset", "0"), ("Content-Length", "0")])
+        start_response("201 Created", [*common, ("Location", PREFIX + upload_id), ("Upload-Offset", "0"), ("Content-Length", "0")])
         return [b""]
     upload_id = path[len(PREFIX):] if path.startswith(PREFIX) else ""
     if not upload_id or "/" in upload_id or upload_id.startswith("."):
-        start_response("404 Not Found", common + [("Content-Length", "0")])
+        start_response("404 Not Found", [*common, ("Content-Length", "0")])
         return [b""]
     file_path = os.path.join(DIRECTORY, upload_id)
     if method == "HEAD":
         try:
             size = os.stat(file_path).st_size
         except FileNotFoundError:
-            start_response("404 Not Found", common + [("Content-Length", "0")])
+            start_response("404 Not Found", [*common, ("Content-Length", "0")])
             return [b""]
-        start_response("200 OK", common + [("Upload-Offset", str(size)),
-                                           ("Cache-Control", "no-store"), ("Content-Length", "0")])
+        start_response("200 OK", [*common, ("Upload-Offset", str(size)), ("Cache-Control", "no-store"), ("Content-Length", "0")])
         return [b""]
     if method == "PATCH":
         remaining = int(environ.get("CONTENT_LENGTH") or 0)
@@ -55,7 +53,7 @@ def app(environ, start_response):
                 out.write(chunk)
                 remaining -= len(chunk)
             offset = out.tell()
-        start_response("204 No Content", common + [("Upload-Offset", str(offset))])
+        start_response("204 No Content", [*common, ("Upload-Offset", str(offset))])
         return [b""]
-    start_response("405 Method Not Allowed", common + [("Content-Length", "0")])
+    start_response("405 Method Not Allowed", [*common, ("Content-Length", "0")])
     return [b""]

@@ -50,11 +50,14 @@ limit_request_line = 8190, limit_request_field_size = 65536, limit_request_field
     to ``max_metadata_size`` (16 KiB) and base64 grows it by a third, so the
     8 KiB gunicorn default would refuse legitimate uploads with a bare 400.
 
-accesslog = "-" with access_log_format
-    One line per request on stderr (journald under systemd) with the request,
-    status, bytes, duration, the client's and the server's Upload-Offset, the
-    Upload-Length and X-Request-Id: enough to follow an upload that "stalls at
-    43 %" without a debugger.
+accesslog off unless TUSWSGI_ACCESSLOG is set
+    tuswsgi itself logs one line per request on stderr (journald under systemd)
+    with method, path, status, error code, the new Upload-Offset, duration and
+    X-Request-ID, plus a line per upload event (created, received, interrupted,
+    finished): enough to follow an upload that "stalls at 43 %" without a
+    debugger.  gunicorn's own access log would repeat it at a real cost per
+    request; TUSWSGI_ACCESSLOG=- turns it on, with a format that carries the
+    client's and the server's Upload-Offset and Upload-Length.
 """
 
 import os
@@ -74,7 +77,7 @@ def _upload_page_requested() -> bool:
     if path is None or not os.path.isfile(path):
         return False  # a missing TUSWSGI_CONFIG is reported when the app loads
     try:
-        return "upload_page" in read_config_file(path)
+        return any(key == "upload_page" for _, key, _ in read_config_file(path))
     except Exception:  # a malformed file is reported, with its name, when the app loads
         return False
 

@@ -8,6 +8,7 @@ import os
 import re
 
 from conftest import ROOT
+
 from tuswsgi.config import SETTINGS
 from tuswsgi.errors import ERRORS
 

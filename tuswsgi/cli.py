@@ -10,6 +10,7 @@ import time
 from typing import Optional, Sequence
 
 from .config import SETTINGS, ConfigError, load_config
+from .hooks import hooks_from_config
 from .protocol import decode_metadata
 from .service import UploadService
 from .store import InvalidUploadId, UploadInfo, UploadNotFound, check_upload_id
@@ -40,6 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return serve_command(args)
     try:
         config = load_config(args.config)
+        hooks_from_config(config, lambda event, ok: None)  # imports hook functions
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -72,7 +74,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["TUSWSGI_CONFIG"] = args.config
     try:
-        load_config()
+        UploadService(load_config())
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -240,8 +240,9 @@ def find_config_file(environ: Mapping[str, str] = os.environ) -> Optional[str]:
     return DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
 
 
-def read_config_file(path: str) -> dict[str, str]:
-    """Read ``[tuswsgi]`` and ``[hooks]`` as setting names; other sections are ignored."""
+def read_config_file(path: str) -> list[tuple[str, str, str]]:
+    """``(section, key, value)`` for every key of the sections tuswsgi owns
+    (``[tuswsgi]``, ``[hooks]``); other sections are left to other programs."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -250,13 +251,17 @@ def read_config_file(path: str) -> dict[str, str]:
         raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
     except configparser.Error as exc:
         raise ConfigError(f"config file {path!r} is malformed: {exc}") from None
-    values = {}
-    for section in parser.sections():
-        if section == SECTION:
-            values.update(parser.items(section))
-        elif section in {s.section for s in SETTINGS}:
-            values.update((f"{section}_{key}", value) for key, value in parser.items(section))
-    return values
+    owned = {setting.section for setting in SETTINGS}
+    return [(section, key, value) for section in parser.sections() if section in owned
+            for key, value in parser.items(section)]
+
+
+def _setting_name(section: str, key: str, origin: str) -> str:
+    name = key if section == SECTION else f"{section}_{key}"
+    setting = SETTINGS_BY_NAME.get(name)
+    if setting is None or setting.section != section:
+        raise ConfigError(f"{origin}: unknown key {key!r}")
+    return name
 
 
 def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.environ,
@@ -265,8 +270,10 @@ def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.e
     source = path if path is not None else find_config_file(environ)
     values = {s.name: s.parse(s.default) for s in SETTINGS}
     if source is not None:
-        for name, raw in read_config_file(source).items():
-            values[name] = _parse(name, raw, f"{source} [{SECTION}]")
+        for section, key, raw in read_config_file(source):
+            origin = f"{source} [{section}]"
+            values[_setting_name(section, key, origin)] = _parse(
+                _setting_name(section, key, origin), raw, origin)
     for setting in SETTINGS:
         env_name = ENV_PREFIX + setting.name.upper()
         if env_name in environ:

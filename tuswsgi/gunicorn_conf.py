@@ -29,8 +29,10 @@ limit_request_line = 8190
 limit_request_field_size = 65536
 limit_request_fields = 100
 
-#: One access-log line per request, with the upload fields a support ticket needs.
-accesslog = "-"
+#: tuswsgi logs one line per request itself (method, path, status, error code,
+#: offset, duration, request ID), so gunicorn's access log is off unless
+#: ``TUSWSGI_ACCESSLOG`` names a file (or ``-``); its format carries the upload fields.
+accesslog = os.environ.get("TUSWSGI_ACCESSLOG") or None
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms offset=%({upload-offset}i)s->%({upload-offset}o)s '
     'length=%({upload-length}i)s req=%({x-request-id}i)s'

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .config import ConfigError
 from .errors import TusError
 from .protocol import decode_metadata
 from .store import UploadInfo
@@ -142,9 +143,17 @@ Transport = Callable[[str, dict], Any]
 
 
 def python_transport(dotted: str) -> Transport:
-    """``package.module:function``; the function gets the whole event dict."""
+    """``package.module:function``; the function gets the whole event dict.
+
+    Imported at start-up, so a wrong path stops the server with a clear message
+    instead of failing every request."""
     module_name, _, attribute = dotted.partition(":")
-    function = getattr(importlib.import_module(module_name), attribute or "hook")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute or "hook")
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"bad value for 'hooks_python': {dotted!r} ({exc})") from None
+    if not callable(function):
+        raise ConfigError(f"bad value for 'hooks_python': {dotted!r} is not callable")
     return lambda event_type, event: function(event)
 
 
@@ -197,7 +206,9 @@ def http_transport(url: str, timeout: float, retries: int, backoff: float,
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or attempt == retries:
                     raise HookError(f"{url} answered {exc.code}") from None
-            except (OSError, ValueError) as exc:
+            except ValueError:  # an answer, just not JSON: asking again will not help
+                raise HookError(f"{url} answered something that is not JSON") from None
+            except OSError as exc:
                 if attempt == retries:
                     raise HookError(f"{url}: {exc}") from None
             time.sleep(backoff * (2 ** attempt))

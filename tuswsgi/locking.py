@@ -1,9 +1,12 @@
 """Per-upload locks across threads and worker processes, with hand-over.
 
-A lock is a ``filelock`` (``flock``) on ``<id>.lock``.  The kernel drops it when its
+A lock is filelock's native lock (``flock`` on Unix) on a descriptor of
+``<id>.lock``, through ``filelock.lock_descriptor``: the same primitive as
+``filelock.FileLock`` at a few microseconds instead of a hundred and more, which
+matters at a thousand requests a second.  The kernel drops the lock when its
 holder dies, so a ``kill -9`` never leaves an upload locked, and the lock file is
-never unlinked (unlinking a lock file someone else still holds lets a third
-request lock a fresh inode and write at the same time).
+never unlinked while in use (unlinking a lock file someone else still holds lets
+a third request lock a fresh inode and write at the same time).
 
 Hand-over: a request that finds the lock taken asks the holder to stop by
 stamping ``<id>.stop`` with a new modification time, again every poll, until it
@@ -15,22 +18,15 @@ a *change* counts, a stop file left by a dead process never stops anyone.
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from filelock import FileLock, Timeout
+from filelock import lock_descriptor, unlock_descriptor
 
 POLL_INTERVAL = 0.05
-
-#: filelock 4 removes a lock file on release unless told not to.
-_LOCK_OPTIONS = (
-    {"preserve_lock_file": True}
-    if "preserve_lock_file" in inspect.signature(FileLock.__init__).parameters else {}
-)
 
 
 class LockTimeout(Exception):
@@ -109,31 +105,36 @@ class UploadLocker:
         upload; the holder should then finish quickly and leave the block.
         """
         base = os.path.join(self.directory, upload_id)
-        lock = FileLock(base + ".lock", thread_local=False, **_LOCK_OPTIONS)
-        handed_over = self._acquire(lock, base + ".stop", timeout)
-        hold = _Hold(base + ".stop", on_stop)
-        _watcher.add(hold)
+        fd = os.open(base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            yield handed_over
+            handed_over = self._acquire(fd, base + ".stop", timeout)
+            hold = _Hold(base + ".stop", on_stop)
+            _watcher.add(hold)
+            try:
+                yield handed_over
+            finally:
+                _watcher.remove(hold)
+                unlock_descriptor(fd)
         finally:
-            _watcher.remove(hold)
-            lock.release()
+            os.close(fd)
 
-    def _acquire(self, lock: FileLock, stop_path: str, timeout: float) -> bool:
-        try:
-            lock.acquire(timeout=0)
+    @staticmethod
+    def _acquire(fd: int, stop_path: str, timeout: float) -> bool:
+        """Take the lock; return whether a holder had to be asked to stop.
+
+        With ``timeout <= 0`` nobody is asked: the caller only wants a free lock
+        (the cleanup must never interrupt a running upload)."""
+        if lock_descriptor(fd, blocking=False):
             return False
-        except Timeout:
-            pass
+        if timeout <= 0:
+            raise LockTimeout(stop_path)
         deadline = time.monotonic() + timeout
         while True:
             _request_stop(stop_path)
-            try:
-                lock.acquire(timeout=0)
+            if lock_descriptor(fd, blocking=False):
                 return True
-            except Timeout:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(stop_path) from None
+            if time.monotonic() >= deadline:
+                raise LockTimeout(stop_path)
             time.sleep(POLL_INTERVAL)
 
 

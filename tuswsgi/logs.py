@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Optional
 
 log = logging.getLogger("tuswsgi")
 
+#: The X-Request-ID of the request being served, added to every line it logs.
+current_request_id: ContextVar[Optional[str]] = ContextVar("tuswsgi_request_id", default=None)
+
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    if not log.isEnabledFor(level):
+        return
+    fields["request_id"] = current_request_id.get()
     text = " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
     log.log(level, "%s %s", event, text, extra={"event": event, "fields": fields})
 

@@ -94,11 +94,19 @@ class PrometheusMetrics(Metrics):
         return self._prom.generate_latest(registry), self._prom.CONTENT_TYPE_LATEST
 
 
+_shared: list[PrometheusMetrics] = []
+
+
 def metrics_from_config(config: Any) -> Metrics:
+    """The process's metrics.  prometheus_client keeps one registry per process, so
+    every app built in it (several mounts, tests) shares one set of series."""
     if not config.metrics:
         return Metrics()
-    try:
-        return PrometheusMetrics()
-    except ImportError:
-        raise RuntimeError("metrics = on needs prometheus_client: pip install 'tuswsgi[metrics]'") \
-            from None
+    if not _shared:
+        try:
+            _shared.append(PrometheusMetrics())
+        except ImportError:
+            from .config import ConfigError
+            raise ConfigError("metrics = on needs prometheus_client: "
+                              "pip install 'tuswsgi[metrics]'") from None
+    return _shared[0]

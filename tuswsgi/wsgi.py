@@ -26,7 +26,7 @@ from .hooks import RequestInfo
 from .ietf import ALLOWED_HEADERS as IETF_ALLOWED_HEADERS
 from .ietf import EXPOSED_HEADERS as IETF_EXPOSED_HEADERS
 from .ietf import IetfHandlers, interop_version
-from .logs import log_event
+from .logs import current_request_id, log_event
 from .metrics import metrics_from_config
 from .page import UploadPage
 from .protocol import TUS_VERSION, check_version
@@ -79,6 +79,7 @@ class TusApp:
         request = Request(environ)
         started = time.monotonic()
         request_id = _request_id(request.headers.get("X-Request-ID"))
+        context = current_request_id.set(request_id)
         response, error_code = self.handle(request)
         self._finish(request, response)
         response.headers["X-Request-ID"] = request_id
@@ -86,7 +87,8 @@ class TusApp:
         log_event("request", method=request.method, path=request.path,
                   status=response.status_code, error=error_code,
                   offset=response.headers.get("Upload-Offset"),
-                  seconds=round(time.monotonic() - started, 4), request_id=request_id)
+                  seconds=round(time.monotonic() - started, 4))
+        current_request_id.reset(context)
         return response(environ, start_response)
 
     def handle(self, request: Request) -> tuple[Response, Optional[str]]:
@@ -103,6 +105,8 @@ class TusApp:
                 response = self.handlers.options(request)
                 response.headers.extend(self.ietf.discovery_headers())
                 return response, None
+            if not request.environ.get("wsgi.run_once"):  # a CGI process ends too soon
+                self.service.maybe_sweep()
             version = interop_version(request)
             upload_id = args.get("upload_id")
             if version is not None:
