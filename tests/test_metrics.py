@@ -224,10 +224,6 @@ def test_a_restarted_server_starts_from_zero(gunicorn_factory, monkeypatch, tmp_
     assert value(samples, "tuswsgi_uploads_total", event="created") == 0
 
 
-@pytest.mark.xfail(reason="server bug: PrometheusMetrics registers its counters in the "
-                          "global default registry, so a second app with metrics on in one "
-                          "process fails with 'Duplicated timeseries in CollectorRegistry'",
-                   strict=True, raises=ValueError)
 def test_two_apps_with_metrics_in_one_process(make_app, monkeypatch, tmp_path):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
     (tmp_path / "prom").mkdir()
