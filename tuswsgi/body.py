@@ -24,9 +24,11 @@ from typing import Any, Optional
 
 #: How often a long body read tells gunicorn's arbiter that the worker is alive.
 HEARTBEAT_INTERVAL = 5.0
-#: After an interruption, how long the holder keeps storing bytes that already
-#: reached the socket (the kernel still returns them after shutdown(SHUT_RD)).
-DRAIN_SECONDS = 0.25
+#: After an interruption the holder keeps storing the bytes that already reached
+#: the socket: with the read side shut, reads return what is queued and then end
+#: at once, so for a dead or silent client this takes no time.  Only a client
+#: still sending could keep it going; this bounds that case.
+DRAIN_SECONDS = 2.0
 
 
 class BodyError(Exception):
@@ -84,6 +86,11 @@ class RequestBody:
         if self._socket is not None:
             self._socket.settimeout(network_timeout)
         _active_bodies.add(self)
+
+    @classmethod
+    def empty(cls) -> RequestBody:
+        """A body of no bytes, for requests that only change state."""
+        return cls({"wsgi.input": None}, 0, 0.0)
 
     @property
     def is_chunked(self) -> bool:

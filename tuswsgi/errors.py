@@ -34,6 +34,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
     "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
     "ERR_INVALID_CONTENT_TYPE": (415, "Content-Type must be application/offset+octet-stream"),
+    "ERR_INVALID_PARTIAL_UPLOAD_TYPE": (415, "Content-Type must be application/partial-upload"),
     "ERR_INVALID_METHOD_OVERRIDE": (400, "X-HTTP-Method-Override names an unsupported method"),
     # Upload state.
     "ERR_MISMATCHED_OFFSET": (409, "Upload-Offset does not match the upload's offset"),

@@ -29,10 +29,6 @@ def request_body(request: Request, network_timeout: float) -> Optional[RequestBo
     return RequestBody(request.environ, length, network_timeout)
 
 
-def empty_body(request: Request, network_timeout: float) -> RequestBody:
-    return RequestBody(request.environ, 0, network_timeout)
-
-
 def upload_url(request: Request, base_path: str, upload_id: str) -> str:
     """The absolute URL of an upload, honouring the script name (and, through
     ProxyFix, the public scheme, host and prefix)."""

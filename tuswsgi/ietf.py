@@ -33,8 +33,9 @@ from typing import Optional
 
 from werkzeug.wrappers import Request
 
+from .body import RequestBody
 from .errors import TusError
-from .frontend import empty_body, hook_request, request_body, upload_url
+from .frontend import hook_request, request_body, upload_url
 from .protocol import encode_metadata, is_media_type, parse_metadata
 from .responses import Response
 from .service import UploadService
@@ -149,6 +150,15 @@ class IetfHandlers:
             headers.append(("Upload-Length", str(info.length)))
         return headers
 
+    @staticmethod
+    def _reject_upload_headers(request: Request, version: int, what: str) -> None:
+        """Interop 3-6: offset retrieval and cancellation carry no upload headers."""
+        if version > 6:
+            return
+        for name in ("Upload-Offset", "Upload-Complete", "Upload-Incomplete", "Upload-Length"):
+            if name in request.headers:
+                raise TusError("ERR_UNEXPECTED_HEADER", f"{name} on {what}")
+
     # -- OPTIONS -----------------------------------------------------------------
     def discovery_headers(self) -> list[tuple[str, str]]:
         return [("Upload-Limit", self.upload_limit(LATEST_VERSION)),
@@ -165,20 +175,18 @@ class IetfHandlers:
                            f"Upload-Length {length}, body of {body.length} bytes")
         if complete and body is None:
             length = 0 if length is None else length
-        self.service.check_size(length)
-        req = hook_request(request)
-        info = self.service.create(length=length, metadata=self._metadata(request), req=req)
-        location = upload_url(request, self.config.base_path, info.id)
-        if body is not None or complete:
-            self._send_104(request, version, location, info)
-            try:
-                info = self.service.append(info.id, 0, body or empty_body(
-                    request, self.config.network_timeout), complete=complete, req=req)
-            except TusError as error:
-                error.extra_headers.append(("Location", location))
-                raise
+        try:
+            info = self.service.create(
+                length=length, metadata=self._metadata(request), body=body, complete=complete,
+                on_created=lambda info: self._send_104(request, version, info),
+                req=hook_request(request))
+        except TusError as error:
+            if getattr(error, "upload_id", None):  # cut short: tell where the bytes are
+                error.extra_headers.append(
+                    ("Location", upload_url(request, self.config.base_path, error.upload_id)))
+            raise
         response = Response(status=201, headers=self._state_headers(version, info))
-        response.headers["Location"] = location
+        response.headers["Location"] = upload_url(request, self.config.base_path, info.id)
         response.headers.extend(info.hook_headers)
         return response
 
@@ -198,8 +206,7 @@ class IetfHandlers:
             extra["filename"] = filename
         return metadata + [pair for pair in encode_metadata(extra) if pair[0] not in known]
 
-    def _send_104(self, request: Request, version: int, location: str,
-                  info: UploadInfo) -> None:
+    def _send_104(self, request: Request, version: int, info: UploadInfo) -> None:
         """104 Upload Resumption Supported, before the body is read, so a client cut
         mid-body still learns the upload URL.  WSGI has no interim responses: this
         needs the client socket (gunicorn's ``gunicorn.socket``) and a request that
@@ -208,6 +215,7 @@ class IetfHandlers:
         if sock is None or "Upload-Draft-Interop-Version" not in request.headers \
                 or request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
             return
+        location = upload_url(request, self.config.base_path, info.id)
         lines = ["HTTP/1.1 104 Upload Resumption Supported", f"Location: {location}",
                  f"Upload-Draft-Interop-Version: {version}",
                  f"Upload-Limit: {self.upload_limit(version, info)}"]
@@ -218,10 +226,7 @@ class IetfHandlers:
 
     # -- offset retrieval ----------------------------------------------------------
     def head(self, request: Request, version: int, upload_id: str) -> Response:
-        if version <= 6:
-            for name in ("Upload-Offset", "Upload-Complete", "Upload-Incomplete"):
-                if name in request.headers:
-                    raise TusError("ERR_UNEXPECTED_HEADER", f"{name} on offset retrieval")
+        self._reject_upload_headers(request, version, "offset retrieval")
         info = self.service.head(upload_id)
         response = Response(status=204, headers=self._state_headers(version, info))
         response.headers["Cache-Control"] = "no-store"
@@ -232,7 +237,7 @@ class IetfHandlers:
     # -- append ----------------------------------------------------------------------
     def patch(self, request: Request, version: int, upload_id: str) -> Response:
         if version >= 6 and request.mimetype != PARTIAL_UPLOAD_TYPE:
-            raise TusError("ERR_INVALID_CONTENT_TYPE", f"use {PARTIAL_UPLOAD_TYPE}")
+            raise TusError("ERR_INVALID_PARTIAL_UPLOAD_TYPE")
         offset = parse_sf_integer(request.headers.get("Upload-Offset"), "ERR_INVALID_OFFSET")
         if offset is None:
             raise TusError("ERR_INVALID_OFFSET", "header is missing")
@@ -244,7 +249,7 @@ class IetfHandlers:
             return self._append_to_completed(version, current, offset, body)
         try:
             info = self.service.append(
-                upload_id, offset, body or empty_body(request, self.config.network_timeout),
+                upload_id, offset, body or RequestBody.empty(),
                 declare_length=length, complete=complete, req=hook_request(request))
         except TusError as error:
             error.provided_offset = offset  # for the mismatching-upload-offset problem
@@ -268,14 +273,16 @@ class IetfHandlers:
 
     # -- cancellation ------------------------------------------------------------------
     def delete(self, request: Request, version: int, upload_id: str) -> Response:
+        self._reject_upload_headers(request, version, "cancellation")
         self.service.terminate(upload_id, req=hook_request(request))
         return Response(status=204)
 
     # -- errors --------------------------------------------------------------------------
     def error_response(self, error: TusError, version: int, upload_id: Optional[str]) -> Response:
         """The error as ``application/problem+json``, with the draft's headers."""
+        status = 400 if error.error_code == "ERR_SIZE_EXCEEDED" else error.code  # the draft's
         problem: dict = {"type": "about:blank", "title": error.description,
-                         "status": error.code, "code": error.error_code}
+                         "status": status, "code": error.error_code}
         headers = [("Upload-Draft-Interop-Version", str(version))]
         kind = PROBLEM_TYPES.get(error.error_code)
         if kind:
@@ -290,12 +297,12 @@ class IetfHandlers:
                 problem["provided-offset"] = getattr(error, "provided_offset", None)
                 headers += [("Upload-Offset", str(info.offset)),
                             self._complete_header(version, info.is_complete)]
-        if error.code == 413:
+        if status == 413:
             headers.append(("Upload-Limit", self.upload_limit(version)))
         if error.body is not None:  # a hook chose the answer
             return error.get_response()
         headers += [(k, v) for k, v in error.extra_headers if k.lower() != "content-type"]
-        return Response(json.dumps(problem), status=f"{error.code} {error.name}",
+        return Response(json.dumps(problem), status=status,
                         headers=headers, content_type="application/problem+json")
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from .body import BodyInterrupted, BodyTimeout, ClientGone, RequestBody
 from .config import Config
@@ -125,7 +125,33 @@ class UploadService:
 
     # -- creation ----------------------------------------------------------
     def create(self, *, length: Optional[int], metadata: list, concat: Optional[str] = None,
+               body: Optional[RequestBody] = None, checksum: Optional[Checksum] = None,
+               complete: bool = False, on_created: Optional[Callable[[UploadInfo], None]] = None,
                req: Optional[RequestInfo] = None) -> UploadInfo:
+        """Create an upload, and store ``body`` in it when the request carries one.
+
+        A body refused as a whole (too long, failed checksum) leaves no upload
+        behind; a body cut short keeps its bytes, and the error names the upload
+        (``error.upload_id``) so the client can be told where to resume.
+        ``on_created`` runs between the two, e.g. to send an interim response.
+        """
+        info = self._create(length, metadata, concat, req)
+        if body is None and not complete:
+            return info
+        if on_created is not None:
+            on_created(info)
+        try:
+            return self.append(info.id, 0, body or RequestBody.empty(), checksum=checksum,
+                               complete=complete, req=req)
+        except TusError as error:
+            if error.error_code in REFUSED_BODY_CODES:
+                self.discard(info.id)
+            else:
+                error.upload_id = info.id
+            raise
+
+    def _create(self, length: Optional[int], metadata: list, concat: Optional[str],
+                req: Optional[RequestInfo]) -> UploadInfo:
         self.check_size(length)
         info = UploadInfo(id="", length=length, metadata=metadata, concat=concat)
         self._pre_create(info, req)
@@ -404,6 +430,11 @@ class UploadService:
                 return False
         except (LockTimeout, UploadNotFound):
             return False
+
+
+#: Errors that refuse a creation body as a whole: no upload is left behind.
+REFUSED_BODY_CODES = frozenset({"ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH",
+                                "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH"})
 
 
 def storage_error(exc: OSError) -> TusError:

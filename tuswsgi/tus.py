@@ -19,7 +19,7 @@ from werkzeug.wsgi import wrap_file
 
 from .body import RequestBody
 from .errors import TusError
-from .frontend import empty_body, hook_request, request_body, upload_url
+from .frontend import hook_request, request_body, upload_url
 from .protocol import (
     PATCH_CONTENT_TYPE,
     SUPPORTED_VERSIONS,
@@ -53,10 +53,6 @@ ALLOWED_HEADERS = (
     "X-HTTP-Method-Override", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Defer-Length", "Upload-Metadata", "Upload-Concat", "Upload-Checksum",
 )
-
-
-#: Errors that refuse a creation body as a whole: no upload is left behind.
-REFUSED_BODY_CODES = ("ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH")
 
 
 class TusHandlers:
@@ -99,17 +95,13 @@ class TusHandlers:
                 and body.length > length:
             raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
         checksum = self._checksum(request) if body is not None else None
-        req = hook_request(request)
-        info = self.service.create(length=length, metadata=metadata, concat=concat, req=req)
-        if body is not None:
-            try:
-                info = self.service.append(info.id, 0, body, checksum=checksum, req=req)
-            except TusError as error:
-                if error.error_code in REFUSED_BODY_CODES:
-                    self.service.discard(info.id)  # the request is refused as a whole
-                else:  # interrupted: what arrived is kept, so tell where it is
-                    error.extra_headers.append(("Location", self._location(request, info.id)))
-                raise
+        try:
+            info = self.service.create(length=length, metadata=metadata, concat=concat,
+                                       body=body, checksum=checksum, req=hook_request(request))
+        except TusError as error:
+            if getattr(error, "upload_id", None):  # cut short: tell where the bytes are
+                error.extra_headers.append(("Location", self._location(request, error.upload_id)))
+            raise
         return self._created(request, info)
 
     def _creation_length(self, headers) -> Optional[int]:
@@ -202,7 +194,7 @@ class TusHandlers:
         """The request body; ``None`` for a creation request without one."""
         body = request_body(request, self.config.network_timeout)
         if body is None:
-            return empty_body(request, self.config.network_timeout) if required else None
+            return RequestBody.empty() if required else None
         if not required and request.mimetype != PATCH_CONTENT_TYPE:
             raise TusError("ERR_INVALID_CONTENT_TYPE")
         return body
