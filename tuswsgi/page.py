@@ -24,11 +24,13 @@ _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=ut
 
 
 class UploadPage:
-    def __init__(self, base_path: str, chunk_size: int = 0) -> None:
+    def __init__(self, base_path: str) -> None:
         self.base_path = base_path
-        self.chunk_size = chunk_size
 
     def index(self, request: Request) -> Response:
+        if not request.path.endswith("/"):  # relative asset URLs need the slash
+            return Response(status=308, headers=[
+                ("Location", request.script_root + request.path + "/")])
         with open(os.path.join(STATIC_DIR, "index.html"), encoding="utf-8") as handle:
             template = handle.read()
         endpoint = html.escape(request.script_root + self.base_path, quote=True)
@@ -36,7 +38,8 @@ class UploadPage:
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-            "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+            "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'none'")
         response.headers["Cache-Control"] = "no-cache"
         return response
 
