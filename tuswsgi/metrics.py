@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -63,6 +64,10 @@ class PrometheusMetrics(Metrics):
         self._hooks = prom.Counter("tuswsgi_hook_calls", "Hook calls", ["event", "result"])
         self._locks = prom.Counter("tuswsgi_lock_events", "Lock hand-overs and timeouts",
                                    ["event"])
+        # Create this process's files now, at boot: a scrape must never find one
+        # that another worker is creating at that moment.
+        self._bytes.inc(0)
+        self._writing.set(0)
 
     def request(self, method: str, status: int) -> None:
         self._requests.labels(method, str(status)).inc()
@@ -89,6 +94,16 @@ class PrometheusMetrics(Metrics):
             self._writing.dec()
 
     def render(self) -> tuple[bytes, str]:
+        """Add up every worker's files.  A file a starting worker is creating this very
+        moment can be empty; reading again a moment later finds it complete."""
+        for _ in range(4):
+            try:
+                return self._collect()
+            except (ValueError, OSError):
+                time.sleep(0.02)
+        return self._collect()
+
+    def _collect(self) -> tuple[bytes, str]:
         registry = self._prom.CollectorRegistry()
         self._multiprocess.MultiProcessCollector(registry)
         return self._prom.generate_latest(registry), self._prom.CONTENT_TYPE_LATEST
