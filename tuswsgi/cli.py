@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import sys
@@ -137,6 +138,10 @@ def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
+def _epoch(iso: str) -> float:
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
 def human_size(size: Optional[int]) -> str:
     if size is None:
         return "?"
@@ -148,11 +153,23 @@ def human_size(size: Optional[int]) -> str:
     return str(size)
 
 
+def human_duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``5h``, ``3d``: the largest unit that fits."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _table(rows: list[dict]) -> str:
-    header = ("ID", "FILENAME", "SIZE", "RECEIVED", "%", "STATE", "MODIFIED", "EXPIRES")
+    now = time.time()
+    header = ("ID", "FILENAME", "SIZE", "RECEIVED", "%", "STATE", "AGE", "IDLE", "EXPIRES")
     body = [(r["id"], r["filename"][:30], human_size(r["size"]), human_size(r["received"]),
-             "" if r["percent"] is None else f"{r['percent']}", r["state"], r["modified"],
-             r["expires"] or "-") for r in rows]
+             "" if r["percent"] is None else f"{r['percent']}", r["state"],
+             human_duration(now - _epoch(r["created"])), human_duration(now - _epoch(r["modified"])),
+             f"in {human_duration(_epoch(r['expires']) - now)}" if r["expires"] else "-")
+            for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
                      for row in [header, *body])
