@@ -51,6 +51,39 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def random_file(path: Path, size: int) -> Path:
+    """A file of ``size`` random bytes, written in bounded blocks."""
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 1 << 20))
+            handle.write(block)
+            remaining -= len(block)
+    return path
+
+
+def assert_writes_traceable(stored: bytes, attempts: dict, acknowledged: list) -> int:
+    """Check racing writers left no interleaved or misplaced bytes; return the runs.
+
+    Each attempt wrote one distinct fill byte (``attempts[fill] = (offset, length)``),
+    so the file is a sequence of runs, each of which must start at the offset its
+    request named; every acknowledged ``(start, end, fill)`` must be on disk exactly.
+    """
+    for start, end, fill in acknowledged:
+        assert stored[start:end] == bytes([fill]) * (end - start), f"chunk at {start} overwritten"
+    position = runs = 0
+    while position < len(stored):
+        fill = stored[position]
+        end = position
+        while end < len(stored) and stored[end] == fill:
+            end += 1
+        offset, length = attempts[fill]
+        assert offset == position, f"bytes of a request for offset {offset} landed at {position}"
+        assert end - position <= length
+        position, runs = end, runs + 1
+    return runs
+
+
 # -- in-process -----------------------------------------------------------------
 
 @pytest.fixture

@@ -27,16 +27,6 @@ DEPLOY = ROOT / "deploy"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def random_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            block = os.urandom(min(remaining, 1 << 20))
-            handle.write(block)
-            remaining -= len(block)
-    return path
-
-
 def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dict,
                   cwd: Path, upload_dir: Path, timeout: float = 30) -> Server:
     """Start a server process in its own session and wait until ``port`` answers."""

@@ -20,14 +20,13 @@ from typing import Iterator
 
 import pytest
 import requests
-from conftest import TUS, Server, free_port, require_tool, sha256_file
+from conftest import TUS, Server, free_port, random_file, require_tool, sha256_file
 from deploy_helpers import (
     DEPLOY,
     SYSTEM_PATH,
     WorldReadableDir,
     chown_tree,
     copy_packages,
-    random_file,
     start_process,
     substitute,
     upload_with_cuts,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import TUS, sha256_file
-from deploy_helpers import DEPLOY, production_env, random_file, start_production_gunicorn, upload_with_cuts
+from conftest import TUS, random_file, sha256_file
+from deploy_helpers import DEPLOY, production_env, start_production_gunicorn, upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 

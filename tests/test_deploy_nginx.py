@@ -20,10 +20,19 @@ from typing import Iterator, Sequence
 
 import pytest
 import requests
-from conftest import OCTET, TUS, Server, free_port, require_tool, sha256, sha256_file, wait_for_port
+from conftest import (
+    OCTET,
+    TUS,
+    Server,
+    free_port,
+    random_file,
+    require_tool,
+    sha256,
+    sha256_file,
+    wait_for_port,
+)
 from deploy_helpers import (
     DEPLOY,
-    random_file,
     start_process,
     start_production_gunicorn,
     substitute,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import OCTET, TUS, sha256, sha256_file
-from deploy_helpers import random_file, start_production_gunicorn, upload_with_cuts
+from conftest import OCTET, TUS, assert_writes_traceable, random_file, sha256, sha256_file
+from deploy_helpers import start_production_gunicorn, upload_with_cuts
 from test_deploy_nginx import start_nginx
 
 pytestmark = pytest.mark.e2e
@@ -107,18 +107,7 @@ def test_concurrent_writers_on_different_instances_never_interleave(pair):
     for url in urls:
         assert int(requests.head(url + upload_id, headers=TUS, timeout=10).headers["Upload-Offset"]) == total
     assert instances_acknowledging == {0, 1}, "both instances should have written"
-    for start, end, fill in acknowledged:
-        assert stored[start:end] == bytes([fill]) * (end - start), f"chunk at {start} overwritten"
-    position = runs = 0
-    while position < len(stored):
-        fill = stored[position]
-        end = position
-        while end < len(stored) and stored[end] == fill:
-            end += 1
-        offset, length = attempts[fill]
-        assert offset == position, f"bytes of a request for offset {offset} landed at {position}"
-        assert end - position <= length
-        position, runs = end, runs + 1
+    runs = assert_writes_traceable(stored, attempts, acknowledged)
     print(f"{len(attempts)} attempts, {len(acknowledged)} acknowledged, {runs} runs on disk")
 
 

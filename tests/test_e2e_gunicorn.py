@@ -14,7 +14,9 @@ from conftest import (
     OCTET,
     TUS,
     Server,
+    assert_writes_traceable,
     free_port,
+    random_file,
     settled,
     sha256_file,
     wait_for_port,
@@ -24,16 +26,6 @@ from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 pytestmark = pytest.mark.e2e
-
-
-def random_file(path: Path, size: int) -> Path:
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining:
-            block = os.urandom(min(remaining, 1 << 20))
-            handle.write(block)
-            remaining -= len(block)
-    return path
 
 
 def upload_with_cuts(server_port: int, source: Path, cuts: list[int], chunk_size: int) -> str:
@@ -166,17 +158,5 @@ def test_concurrent_patches_from_many_workers_never_interleave(gunicorn_server):
     assert len(stored) == total
     assert int(requests.head(url, headers=TUS).headers["Upload-Offset"]) == total
     assert acknowledged, "no PATCH succeeded"
-    for start, end, fill in acknowledged:
-        assert stored[start:end] == bytes([fill]) * (end - start), f"chunk at {start} overwritten"
-    position = 0
-    runs = 0
-    while position < len(stored):
-        fill = stored[position]
-        end = position
-        while end < len(stored) and stored[end] == fill:
-            end += 1
-        offset, length = attempts[fill]
-        assert offset == position, f"bytes of a request for offset {offset} landed at {position}"
-        assert end - position <= length
-        position, runs = end, runs + 1
+    runs = assert_writes_traceable(stored, attempts, acknowledged)
     print(f"{len(attempts)} attempts, {len(acknowledged)} acknowledged, {runs} runs on disk")
