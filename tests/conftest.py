@@ -132,7 +132,7 @@ def data_file(upload_dir: Path, path: str) -> Path:
     return upload_dir / path.rsplit("/", 1)[1]
 
 
-def settled(read: Callable[[], int], quiet: float = 0.4, timeout: float = 10) -> int:
+def settled(read: Callable[[], int], quiet: float = 1.0, timeout: float = 15) -> int:
     """Poll ``read`` (an offset) until it has not changed for ``quiet`` seconds.
 
     After a client's connection is cut, the server may still be storing what it

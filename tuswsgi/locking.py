@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Optional
 from filelock import lock_descriptor, unlock_descriptor
 
 POLL_INTERVAL = 0.05
+FIRST_POLL = 0.001
 
 
 class LockTimeout(Exception):
@@ -97,23 +98,26 @@ class UploadLocker:
 
     @contextmanager
     def hold(self, upload_id: str, timeout: float,
-             on_stop: Callable[[], None] = lambda: None) -> Iterator[bool]:
+             on_stop: Optional[Callable[[], None]] = None) -> Iterator[bool]:
         """Hold the lock of ``upload_id`` (already validated) for the ``with`` block,
         which receives whether the lock had to be taken over from another request.
 
         ``on_stop`` runs on the watcher thread when a newer request asks for the
-        upload; the holder should then finish quickly and leave the block.
+        upload; the holder should then finish quickly and leave the block.  Holds
+        without one (a HEAD, a DELETE) are short and are not watched.
         """
         base = os.path.join(self.directory, upload_id)
         fd = os.open(base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             handed_over = self._acquire(fd, base + ".stop", timeout)
-            hold = _Hold(base + ".stop", on_stop)
-            _watcher.add(hold)
+            hold = _Hold(base + ".stop", on_stop) if on_stop is not None else None
+            if hold is not None:
+                _watcher.add(hold)
             try:
                 yield handed_over
             finally:
-                _watcher.remove(hold)
+                if hold is not None:
+                    _watcher.remove(hold)
                 unlock_descriptor(fd)
         finally:
             os.close(fd)
@@ -129,13 +133,15 @@ class UploadLocker:
         if timeout <= 0:
             raise LockTimeout(stop_path)
         deadline = time.monotonic() + timeout
+        pause = FIRST_POLL
         while True:
             _request_stop(stop_path)
             if lock_descriptor(fd, blocking=False):
                 return True
             if time.monotonic() >= deadline:
                 raise LockTimeout(stop_path)
-            time.sleep(POLL_INTERVAL)
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_INTERVAL)  # most holds end within a millisecond
 
 
 def _request_stop(stop_path: str) -> None:

@@ -76,8 +76,13 @@ class UploadService:
     @contextmanager
     def locked(self, upload_id: str, body: Optional[RequestBody] = None) -> Iterator[UploadInfo]:
         """Hold the upload's lock (taking it over from an older request) and yield it."""
-        self.get(upload_id)  # 404/410 before touching any lock file
-        on_stop = body.interrupt if body is not None else (lambda: None)
+        try:
+            known = self.store.exists(check_upload_id(upload_id))
+        except InvalidUploadId:
+            known = False
+        if not known:  # 404 before touching any lock file
+            raise TusError("ERR_NOT_FOUND")
+        on_stop = body.interrupt if body is not None else None
         try:
             with self.locker.hold(upload_id, self.config.lock_timeout, on_stop) as handed_over:
                 if handed_over:

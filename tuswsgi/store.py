@@ -183,21 +183,28 @@ class FileStore:
                 raise UploadGone(upload_id)
         return info
 
+    def exists(self, upload_id: str) -> bool:
+        """Whether the upload (or its tombstone) is known: one ``stat``."""
+        return os.path.exists(self.path(upload_id, ".info"))
+
     def _read_info(self, upload_id: str) -> UploadInfo:
         path = self.path(upload_id, ".info")
         try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-                record = self._cache.get(path, key)
-                if record is None:
-                    record = json.loads(handle.read())
-                    self._cache.put(path, key, record)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise UploadNotFound(upload_id) from None
+        try:
+            stat = os.fstat(fd)
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            record = self._cache.get(path, key)
+            if record is None:
+                record = json.loads(os.read(fd, stat.st_size + 1))
+                self._cache.put(path, key, record)
+            return UploadInfo.from_record(record)
         except (ValueError, KeyError):  # emptied by a power loss under fsync = none
             raise UploadNotFound(upload_id) from None
-        return UploadInfo.from_record(record)
+        finally:
+            os.close(fd)
 
     def open_data(self, upload_id: str):
         """The data file opened for reading (binary)."""
@@ -305,6 +312,8 @@ class FileStore:
     def recover(self, upload_id: str) -> None:
         """Undo a tentative chunk left by a crashed writer.  Call under the lock."""
         pending = self.path(upload_id, ".pending")
+        if not os.path.exists(pending):  # the usual case: one stat
+            return
         try:
             with open(pending, "rb") as handle:
                 offset = int(handle.read() or b"0")
