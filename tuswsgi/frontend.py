@@ -32,7 +32,7 @@ def request_body(request: Request, network_timeout: float) -> Optional[RequestBo
 def upload_url(request: Request, base_path: str, upload_id: str) -> str:
     """The absolute URL of an upload, honouring the script name (and, through
     ProxyFix, the public scheme, host and prefix)."""
-    return request.root_url.rstrip("/") + base_path + upload_id
+    return f"{request.scheme}://{request.host}{request.script_root}{base_path}{upload_id}"
 
 
 def hook_request(request: Request) -> Optional[RequestInfo]:

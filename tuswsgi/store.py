@@ -221,14 +221,29 @@ class FileStore:
     # -- writing -----------------------------------------------------------
     def create(self, info: UploadInfo) -> UploadInfo:
         """Create an empty upload.  The data file comes first and the ``.info``
-        last, so a crash in between leaves only an orphan the cleanup removes."""
+        last, so a crash in between leaves only an orphan the cleanup removes.
+
+        A new ``.info`` is written in place (``O_EXCL``) rather than renamed into
+        place: until the write completes it is unreadable JSON, which readers
+        take as "no such upload", and nobody else can know the new ID yet.
+        """
         data_path = self.path(info.id)
         fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
         info.created = info.created or time.time()
+        info_path = self.path(info.id, ".info")
         try:
-            self._write_info(info)
+            fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                payload = json.dumps(info.to_record()).encode()
+                if os.write(fd, payload) != len(payload):
+                    raise OSError(28, os.strerror(28))
+                if self.fsync != "none":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError:
+            _unlink(info_path)
             _unlink(data_path)
             raise
         info.modified = info.created
