@@ -242,3 +242,24 @@ def test_tiny_expiration_in_real_time(make_app, upload_dir):
     assert client.head(path, headers=TUS).status_code == 410
     assert app.service.cleanup() == [(path.rsplit("/", 1)[1], "expired")]
     assert not data_file(upload_dir, path).exists()
+
+
+def test_cleanup_removes_files_a_crash_left_behind_but_not_fresh_ones(app, upload_dir):
+    """A data file whose .info was never written (crash during creation) and a
+    temporary .info go after an hour untouched; younger ones may be in progress."""
+    path = create(Client(app), 5)
+    live = data_file(upload_dir, path)
+    old_orphan = upload_dir / ("a" * 32)
+    young_orphan = upload_dir / ("b" * 32)
+    old_temp = upload_dir / ("c" * 32 + ".info.tmp-1234abcd")
+    for leftover in (old_orphan, young_orphan, old_temp):
+        leftover.write_bytes(b"x")
+    hour_ago = time.time() - 3700
+    for leftover in (old_orphan, old_temp):
+        os.utime(leftover, (hour_ago, hour_ago))
+    assert sorted(name for name, action in app.service.cleanup(dry_run=True)
+                  if action == "leftover") == sorted([old_orphan.name, old_temp.name])
+    assert old_orphan.exists()
+    app.service.cleanup()
+    assert not old_orphan.exists() and not old_temp.exists()
+    assert young_orphan.exists() and live.exists()

@@ -400,10 +400,12 @@ class UploadService:
     def cleanup(self, *, dry_run: bool = False) -> list[tuple[str, str]]:
         """Expire stale uploads and forget old tombstones; skip any that is being written.
 
-        Returns ``(upload_id, action)`` pairs, action ``expired`` or ``forgotten``.
+        Returns ``(name, action)`` pairs, action ``expired``, ``forgotten`` or
+        ``leftover`` (a file a crash left behind, untouched for an hour).
         """
         now = time.time()
-        actions = []
+        actions = [(name, "leftover")
+                   for name in self.store.remove_leftovers(now - 3600, dry_run=dry_run)]
         for upload_id in self.store.iter_ids():
             try:
                 info = self.store.inspect(upload_id)

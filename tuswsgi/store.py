@@ -218,6 +218,27 @@ class FileStore:
                 if name.endswith(".info") and UPLOAD_ID.fullmatch(name[:-5]):
                     yield name[:-5]
 
+    def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Remove files a crash left behind: a data file whose creation never wrote
+        its ``.info``, and temporary ``.info`` files; only those untouched for
+        ``older_than`` seconds, so a creation in progress is never disturbed."""
+        removed = []
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                orphan = UPLOAD_ID.fullmatch(name) and not os.path.exists(entry.path + ".info")
+                if not (orphan or ".info.tmp-" in name):
+                    continue
+                try:
+                    if entry.stat().st_mtime > older_than:
+                        continue
+                    if not dry_run:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed.append(name)
+        return removed
+
     # -- writing -----------------------------------------------------------
     def create(self, info: UploadInfo) -> UploadInfo:
         """Create an empty upload.  The data file comes first and the ``.info``
