@@ -8,31 +8,21 @@ checks the bytes in the server's upload directory.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import browser as chromium
 import pytest
 import requests
-from browser import NODE_MODULES, StaticServer, require_browser
-from conftest import ROOT, TUS, free_port, require_tool, sha256_file, start_gunicorn
+from browser import StaticServer, require_browser
+from conftest import TUS, free_port, sha256_file, start_gunicorn
+from jsclient import JS, TUS_JS, methods, node_client, require_node, stored
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures
 
-JS = ROOT / "tests" / "js"
-TUS_JS = NODE_MODULES / "tus-js-client" / "dist" / "tus.min.js"
 MIB = 1024 * 1024
 
-
-def require_node() -> str:
-    node = shutil.which("node")
-    require_tool("node", node is not None)
-    require_tool("tus-js-client (run `npm ci` in tests/)", TUS_JS.is_file())
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +47,7 @@ def server(tmp_path_factory):
     static.close()
 
 
-def node_client(mode: str, server, file: Path, **args) -> dict:
-    node = require_node()
-    spec = {"mode": mode, "endpoint": server.url, "file": str(file), **args}
-    result = subprocess.run([node, str(JS / "node-client.js"), json.dumps(spec)], capture_output=True,
-                            text=True, timeout=120, cwd=JS)
-    assert result.returncode == 0, result.stderr + server.log()[-3000:]
-    return json.loads(result.stdout)
 
-
-def stored(server, url: str) -> Path:
-    assert url.startswith(server.url), url
-    return server.upload_dir / url.rsplit("/", 1)[1]
-
-
-def methods(result: dict) -> list[str]:
-    return [request[0] for request in result["requests"]]
 
 
 # -- Node ---------------------------------------------------------------------------

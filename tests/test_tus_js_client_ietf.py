@@ -2,35 +2,25 @@
 
 ``protocol: 'ietf-draft-03'`` sends ``Upload-Draft-Interop-Version: 5`` and
 ``'ietf-draft-05'`` sends 6 (with ``Content-Type: application/partial-upload`` on
-its appends).  tests/js/node-client-ietf.js drives the client, following
-tests/js/node-client.js; every case checks the bytes in the upload directory.
+its appends).  tests/js/node-client.js drives the client (its ``protocol``
+option); every case checks the bytes in the upload directory.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, TUS, require_tool, sha256_file, start_gunicorn
+from conftest import TUS, sha256_file, start_gunicorn
+from jsclient import methods, node_client, stored
 
 pytestmark = pytest.mark.e2e
 
-JS = ROOT / "tests" / "js"
-TUS_JS = ROOT / "tests" / "node_modules" / "tus-js-client" / "package.json"
 MIB = 1024 * 1024
 PROTOCOLS = {"ietf-draft-03": "5", "ietf-draft-05": "6"}
 
-
-def require_node() -> str:
-    node = shutil.which("node")
-    require_tool("node", node is not None)
-    require_tool("tus-js-client (run `npm ci` in tests/)", TUS_JS.is_file())
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -47,22 +37,7 @@ def server(tmp_path_factory):
     gunicorn.stop()
 
 
-def node_client(mode: str, protocol: str, server, file: Path, **args) -> dict:
-    node = require_node()
-    spec = {"mode": mode, "protocol": protocol, "endpoint": server.url, "file": str(file), **args}
-    result = subprocess.run([node, str(JS / "node-client-ietf.js"), json.dumps(spec)],
-                            capture_output=True, text=True, timeout=120, cwd=JS)
-    assert result.returncode == 0, result.stderr + server.log()[-3000:]
-    return json.loads(result.stdout)
 
-
-def stored(server, url: str) -> Path:
-    assert url.startswith(server.url), url
-    return server.upload_dir / url.rsplit("/", 1)[1]
-
-
-def methods(result: dict) -> list[str]:
-    return [request[0] for request in result["requests"]]
 
 
 def check_draft_requests(result: dict, protocol: str) -> None:
@@ -82,7 +57,7 @@ def draft_head(url: str, protocol: str) -> requests.Response:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_plain_upload(server, source, protocol):
-    result = node_client("upload", protocol, server, source)
+    result = node_client("upload", server, source, protocol=protocol)
     assert sha256_file(stored(server, result["url"])) == sha256_file(source)
     assert methods(result) == ["POST"] + ["PATCH"] * 4  # 1 MiB chunks
     check_draft_requests(result, protocol)
@@ -104,7 +79,7 @@ def test_plain_upload(server, source, protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_upload_data_during_creation(server, source, protocol):
-    result = node_client("upload", protocol, server, source,
+    result = node_client("upload", server, source, protocol=protocol,
                          options={"uploadDataDuringCreation": True})
     assert sha256_file(stored(server, result["url"])) == sha256_file(source)
     assert methods(result) == ["POST"] + ["PATCH"] * 3
@@ -120,7 +95,7 @@ def test_upload_data_during_creation(server, source, protocol):
 def test_small_file_in_the_creation_request(server, tmp_path, protocol):
     small = tmp_path / "small.bin"
     small.write_bytes(os.urandom(54321))
-    result = node_client("upload", protocol, server, small,
+    result = node_client("upload", server, small, protocol=protocol,
                          options={"uploadDataDuringCreation": True})
     assert methods(result) == ["POST"]
     assert result["requests"][0][2]["Upload-Complete"] == "?1"
@@ -132,7 +107,7 @@ def test_abort_then_resume_from_the_stored_fingerprint(server, source, tmp_path,
     storage = tmp_path / "tus-urls.json"
     storage.write_text("{}")
     options = {"chunkSize": 256 * 1024}
-    first = node_client("abort", protocol, server, source, storage=str(storage),
+    first = node_client("abort", server, source, protocol=protocol, storage=str(storage),
                         stopAt=1 * MIB, options=options)
     url = first["url"]
     assert url in storage.read_text()
@@ -140,7 +115,7 @@ def test_abort_then_resume_from_the_stored_fingerprint(server, source, tmp_path,
     assert 0 < offset < source.stat().st_size
     assert draft_head(url, protocol).headers["Upload-Complete"] == "?0"
 
-    second = node_client("resume", protocol, server, source, storage=str(storage), options=options)
+    second = node_client("resume", server, source, protocol=protocol, storage=str(storage), options=options)
     assert second["previous"] == 1
     assert second["url"] == url
     assert second["requests"][0][:2] == ["HEAD", url]
@@ -156,13 +131,13 @@ def test_abort_then_resume_a_new_upload_given_the_url(server, source, tmp_path, 
     storage = tmp_path / "tus-urls.json"
     storage.write_text("{}")
     options = {"chunkSize": 512 * 1024, "uploadDataDuringCreation": True}
-    first = node_client("abort", protocol, server, source, storage=str(storage),
+    first = node_client("abort", server, source, protocol=protocol, storage=str(storage),
                         stopAt=2 * MIB, options=options)
     url = first["url"]
     offset = int(draft_head(url, protocol).headers["Upload-Offset"])
     assert offset >= 2 * MIB
 
-    second = node_client("resume-url", protocol, server, source, uploadUrl=url, options=options)
+    second = node_client("resume-url", server, source, protocol=protocol, uploadUrl=url, options=options)
     assert second["url"] == url
     assert methods(second)[0] == "HEAD" and "POST" not in methods(second)
     assert int(second["requests"][1][2]["Upload-Offset"]) == offset
@@ -172,7 +147,7 @@ def test_abort_then_resume_a_new_upload_given_the_url(server, source, tmp_path, 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_resuming_a_finished_upload_sends_nothing(server, source, protocol):
-    first = node_client("upload", protocol, server, source)
-    second = node_client("resume-url", protocol, server, source, uploadUrl=first["url"])
+    first = node_client("upload", server, source, protocol=protocol)
+    second = node_client("resume-url", server, source, protocol=protocol, uploadUrl=first["url"])
     assert methods(second) == ["HEAD"]  # Upload-Offset == Upload-Length: done
     assert sha256_file(stored(server, first["url"])) == sha256_file(source)
