@@ -96,10 +96,6 @@ class RequestBody:
     def is_chunked(self) -> bool:
         return self.length is None
 
-    @property
-    def complete(self) -> bool:
-        return self.length is not None and self.received >= self.length
-
     def read(self, size: int) -> bytes:
         if self._interrupted and time.monotonic() >= self._drain_until:
             raise BodyInterrupted(self._interrupted)
