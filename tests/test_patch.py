@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import OCTET, TUS, create, data_file, patch
+from werkzeug.test import Client
 
 
 def test_patch_appends_and_reports_new_offset(client, upload_dir):
@@ -94,3 +95,16 @@ def test_method_override_on_post(client, upload_dir):
         **TUS, "X-HTTP-Method-Override": "PATCH", "Upload-Offset": "0", "Content-Type": OCTET})
     assert response.status_code == 204
     assert data_file(upload_dir, path).read_bytes() == b"abc"
+
+
+def test_body_over_max_append_size_is_413_and_nothing_is_written(make_app, upload_dir):
+    """max_append_size caps one request (proxies that limit bodies), not the upload."""
+    client = Client(make_app(max_append_size="4K"))
+    assert "max-append-size=4096" in client.options("/files/").headers["Upload-Limit"]
+    path = create(client, 10_000)
+    response = patch(client, path, b"x" * 5000, 0)
+    assert response.status_code == 413
+    assert response.get_data(as_text=True).startswith("ERR_APPEND_TOO_LARGE")
+    assert data_file(upload_dir, path).read_bytes() == b""
+    assert patch(client, path, b"y" * 4096, 0).headers["Upload-Offset"] == "4096"
+    assert data_file(upload_dir, path).read_bytes() == b"y" * 4096
