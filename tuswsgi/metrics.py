@@ -10,20 +10,30 @@ package missing, every method is a no-op.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 
 def _multiprocess_dir() -> str:
-    """One directory per gunicorn master (its pid), created before the first import
-    of prometheus_client in a worker, so a restart starts from clean files."""
+    """One directory per server run, shared by its workers: named after the gunicorn
+    master's pid *and* start time, so a reused pid never inherits a dead run's
+    files.  Created before the first import of prometheus_client in a worker."""
     master = os.getppid() if "gunicorn" in sys.modules else os.getpid()
-    path = os.path.join(tempfile.gettempdir(), f"tuswsgi-metrics-{master}")
+    path = os.path.join(tempfile.gettempdir(), f"tuswsgi-metrics-{master}-{_start_time(master)}")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), else ``0``."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "0"
 
 
 class Metrics:
@@ -94,19 +104,35 @@ class PrometheusMetrics(Metrics):
             self._writing.dec()
 
     def render(self) -> tuple[bytes, str]:
-        """Add up every worker's files.  A file a starting worker is creating this very
-        moment can be empty; reading again a moment later finds it complete."""
-        for _ in range(4):
-            try:
-                return self._collect()
-            except (ValueError, OSError):
-                time.sleep(0.02)
-        return self._collect()
-
-    def _collect(self) -> tuple[bytes, str]:
+        """Add up every worker's files, skipping any that is still being created
+        (a worker killed at that moment would leave it empty for good)."""
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        files = [entry.path for entry in os.scandir(directory)
+                 if entry.name.endswith(".db") and _complete(entry.path)]
         registry = self._prom.CollectorRegistry()
-        self._multiprocess.MultiProcessCollector(registry)
+        registry.register(_MergedFiles(self._multiprocess.MultiProcessCollector, files))
         return self._prom.generate_latest(registry), self._prom.CONTENT_TYPE_LATEST
+
+
+class _MergedFiles:
+    """A collector over a chosen list of multiprocess files."""
+
+    def __init__(self, collector: Any, files: list[str]) -> None:
+        self._collector = collector
+        self._files = files
+
+    def collect(self) -> Any:
+        return self._collector.merge(self._files, accumulate=True)
+
+
+def _complete(path: str) -> bool:
+    """A multiprocess file starts with its used size; an empty or torn one is skipped."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and 8 <= struct.unpack_from("i", head)[0] <= os.path.getsize(path)
 
 
 _shared: list[PrometheusMetrics] = []
