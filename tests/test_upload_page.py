@@ -278,3 +278,24 @@ def test_retries_after_cut_connections_and_server_errors(gunicorn_factory, page,
     for failed in patches[:2]:
         assert sent[failed + 1][0] == "HEAD", sent
     assert not log["errors"]
+
+
+def test_a_newer_request_taking_over_makes_the_page_resume_not_fail(slow_server, page, log,
+                                                                   big_file):
+    """A HEAD from elsewhere takes the upload over mid-PATCH: the page's PATCH is
+    answered 400 ERR_UPLOAD_INTERRUPTED with its bytes kept, and the page re-reads
+    the offset and carries on instead of giving up."""
+    server, page_url = slow_server
+    answers = []
+    page.on("response", lambda response: answers.append((response.request.method, response.status)))
+    open_page(page, page_url)
+    page.set_input_files("#file-input", str(big_file))
+    wait_for_progress(page, BIG * 0.2)
+    url = next(entry[1] for entry in tus_requests(log) if entry[0] == "PATCH")
+    direct = f"{server.url}{url.rsplit('/', 1)[1]}"
+    taken_over = server_offset(direct)  # the hand-over: the page's PATCH is stopped
+    assert wait_finished(page, "big.bin") == url
+    assert ("PATCH", 400) in answers, answers
+    assert taken_over > 0
+    assert sha256_file(data_path(server, url)) == sha256_file(big_file)
+    assert not log["errors"]

@@ -146,16 +146,22 @@
     });
   }
 
-  function retryable(status) {
+  // Answers to a request that was cut short: the bytes that arrived are kept, so
+  // re-reading the offset and going on is right (tuswsgi's and tusd's codes).
+  var CUT_SHORT = /^(ERR_UPLOAD_INTERRUPTED|ERR_CLIENT_GONE|ERR_REQUEST_TIMEOUT|ERR_SERVER_SHUTDOWN)\b/;
+
+  function retryable(status, detail) {
     // 409: the offset moved (e.g. a cut request was still being written),
-    // 423: another request holds the upload, 460: checksum mismatch, 5xx: server trouble.
-    return status === 409 || status === 423 || status === 460 || status === 429 || status >= 500;
+    // 423: another request holds the upload, 460: checksum mismatch, 5xx: server trouble,
+    // 400/408 with a "cut short" code: a newer request (maybe our own retry) took over.
+    return status === 409 || status === 423 || status === 460 || status === 429 || status >= 500 ||
+           ((status === 400 || status === 408) && CUT_SHORT.test(detail));
   }
 
   function failure(xhr, what) {
     var detail = (xhr.responseText || "").trim().split("\n")[0].slice(0, 200);
     return new HttpError(what + " failed: " + xhr.status + (detail ? " " + detail : ""),
-                         retryable(xhr.status), xhr.status);
+                         retryable(xhr.status, detail), xhr.status);
   }
 
   /* What the server supports, asked once with OPTIONS. */
