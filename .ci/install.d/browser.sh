@@ -12,7 +12,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 apt-get install -y --no-install-recommends "${packages[@]}"
 
-python3 -m pip install playwright
+python -m pip install playwright
 
 cd tests
 npm ci --no-audit --no-fund
