@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
-from conftest import ROOT, Server, free_port, wait_for_port
+import requests
+from conftest import ROOT, TUS, Server, free_port, settled, wait_for_port
 from faultproxy import FaultProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -81,18 +82,25 @@ def upload_with_cuts(target_port: int, source: Path, cuts: Sequence[Optional[int
     With ``check_location`` every Location the server sends must be the public URL
     the client used: its scheme and ``host:port`` (the proxy's port), and ``path``.
 
-    A request cut a moment ago may still be writing when the next client asks for
-    the offset; the server then answers that client's PATCH with 409 and, like any
-    careful client, it asks again.
+    A request cut a moment ago may still be storing what it received when the next
+    client asks for the offset; the next client would then be told too little and
+    its PATCH refused (a 409 that, with a large body still being sent, can arrive as
+    a reset connection).  So after a cut the offset is read until it settles, as a
+    patient user would; a 409 that still happens is answered by asking again.
     """
     upload_path = None
     phases = [*cuts, None]
     failures = 0
+    was_cut = False
     while phases:
         cut = phases[0]
         proxy = FaultProxy(target_port, cut_after=cut)
         try:
             public = f"{scheme}://{host}:{proxy.port}"
+            if was_cut:
+                url = public + upload_path
+                settled(lambda url=url: int(requests.head(url, headers=TUS, timeout=10)
+                                            .headers["Upload-Offset"]))
             uploader = tus_client.TusClient(public + path).uploader(
                 str(source), chunk_size=chunk_size, metadata={"filename": source.name},
                 url=public + upload_path if upload_path else None)
@@ -109,6 +117,7 @@ def upload_with_cuts(target_port: int, source: Path, cuts: Sequence[Optional[int
                     assert cut is not None, f"upload failed without an injected cut: {exc!r}"
                     assert proxy.cuts == 1, f"upload failed but the proxy did not cut: {exc!r}"
                     phases.pop(0)
+                    was_cut = True
             assert uploader.url, "the server sent no Location"
             if check_location:
                 assert uploader.url.startswith(public + path), \
