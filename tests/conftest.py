@@ -209,7 +209,7 @@ def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
     log_path = tmp_path / f"{name}-{port}.log"
     full_env = {**os.environ, "TUSWSGI_UPLOAD_DIR": str(upload_dir), **(env or {})}
     full_env.pop("TUSWSGI_CONFIG", None)
-    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers),
+    command = [sys.executable, "-m", "gunicorn", "-k", "tuswsgi.worker.TusWorker", "-w", str(workers),
                "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
                *args, "tuswsgi:app"]
     with open(log_path, "wb") as log:

@@ -65,7 +65,7 @@ def world(make_app, upload_dir):
 def snapshot(upload_dir: Path) -> dict[str, bytes]:
     """Every file that carries state (lock and stop files are bookkeeping)."""
     return {p.name: p.read_bytes() for p in sorted(upload_dir.iterdir())
-            if not p.name.endswith((".lock", ".stop"))}
+            if p.is_file() and not p.name.endswith(".lock")}
 
 
 def assert_unchanged(world, before) -> None:

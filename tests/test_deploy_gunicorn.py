@@ -33,7 +33,8 @@ def test_conf_resolves_to_the_documented_settings(tmp_path):
         name, sep, value = line.partition("=")
         if sep:
             settings[name.strip()] = value.strip()
-    assert settings["worker_class"] == "gthread"
+    assert settings["worker_class"] == "tuswsgi.worker.TusWorker"
+    assert settings["worker_connections"] == "16"  # every thread, plus as many kept alive
     assert settings["workers"] == "2" and settings["threads"] == "8"
     assert settings["bind"] == "['127.0.0.1:8123']"
     assert settings["timeout"] == "120" and settings["graceful_timeout"] == "30"
@@ -68,7 +69,7 @@ def test_production_command_serves_an_interrupted_upload(tmp_path):
     assert patch_lines, log
     assert any("status=204" in line and "offset=" in line for line in patch_lines), patch_lines
     assert any("upload.received" in line and "bytes=" in line for line in log.splitlines())
-    assert "gthread" in log
+    assert "Using worker: tuswsgi.worker.TusWorker" in log
 
 
 @pytest.mark.parametrize("how", ["environment", "config file"])

@@ -287,7 +287,7 @@ def test_terminate_leaves_a_tombstone(store):
 def test_forget_removes_every_trace(store):
     info = new(store, 10)
     keep = new(store, 10)
-    for suffix in (".pending", ".stop", ".lock"):
+    for suffix in (".pending", ".lock"):
         open(store.path(info.id, suffix), "w").close()
     store.forget(info.id)
     assert files(store) == {keep.id, keep.id + ".info"}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-from .body import interrupt_bodies_on_sigterm
 from .config import ConfigError, load_config
 from .logs import configure_logging
 from .wsgi import TusApp
@@ -42,7 +41,8 @@ def __getattr__(name: str) -> TusApp:
         raise SystemExit(_APP_LOAD_ERROR) from None
     configure_logging(application.config.log_format)
     if "gunicorn" in sys.modules:
-        interrupt_bodies_on_sigterm()
+        from .worker import warn_if_unsupported
+        warn_if_unsupported()
     globals()["app"] = application
     return application
 

@@ -2,33 +2,41 @@
 
 A body ends normally (all ``Content-Length`` bytes, or the end of a chunked
 body), or early: the client went away (:class:`ClientGone`), it stopped sending
-for ``network_timeout`` seconds (:class:`BodyTimeout`), or a newer request for
-the same upload asked this one to stop (:class:`BodyInterrupted`).  In every
-case the bytes already handed to the store stay there.
+for ``network_timeout`` seconds (:class:`BodyTimeout`), or it was asked to stop
+(:class:`BodyInterrupted`): a newer request for the same upload took over, the
+server is shutting down, or a hook said so.  In every case the bytes already
+handed to the store stay there.
 
-Where the WSGI server exposes the client socket (gunicorn's ``gunicorn.socket``),
-the timeout is set on the socket and an interruption shuts the socket's read
-side, which wakes a read blocked on a silent client at once.  Elsewhere the
-interruption is seen between blocks and the server's own timeout bounds a stall.
+Under tuswsgi's gunicorn worker the body comes from the worker's
+:class:`~tuswsgi.framing.BodyReader` (``environ["tuswsgi.connection"]``): every
+read returns what has arrived, the timeout is the socket's, and a stop wakes a
+read blocked on a silent client.  Under any other WSGI server it is
+``wsgi.input``, read in bounded blocks, and a stop is seen between blocks.
+
+A stop is gentle with bytes already on their way: reading goes on while they
+keep arriving (gaps under :data:`DRAIN_GAP`, for at most :data:`DRAIN_SECONDS`),
+so a client that sent its last bytes and vanished, and then resumes, is told an
+offset that counts them.
 """
 
 from __future__ import annotations
 
-import signal
-import socket
-import sys
-import threading
 import time
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-#: How often a long body read tells gunicorn's arbiter that the worker is alive.
-HEARTBEAT_INTERVAL = 5.0
-#: After an interruption the holder keeps storing the bytes that already reached
-#: the socket: with the read side shut, reads return what is queued and then end
-#: at once, so for a dead or silent client this takes no time.  Only a client
-#: still sending could keep it going; this bounds that case.
+from .framing import BodyEnded, BodyReader, FramingError
+
+#: environ key of the :class:`Connection` the worker offers.
+CONNECTION_KEY = "tuswsgi.connection"
+#: After a stop, a gap this long with no byte ends the body.
+DRAIN_GAP = 0.2
+#: After a stop, the body ends this long later even if bytes keep coming.
 DRAIN_SECONDS = 2.0
+#: Largest block read from a plain ``wsgi.input``, which waits for a whole block.
+WSGI_BLOCK = 64 * 1024
+#: How often a long body tells the server's arbiter that the process is alive.
+HEARTBEAT_INTERVAL = 5.0
 
 
 class BodyError(Exception):
@@ -43,151 +51,134 @@ class BodyTimeout(BodyError):
     pass
 
 
+class BodyMalformed(BodyError):
+    """The chunked framing is broken."""
+
+
 class BodyInterrupted(BodyError):
-    """Stopped on purpose; ``reason`` is ``"handover"`` or ``"shutdown"``."""
+    """Stopped on purpose; ``reason`` is ``"handover"``, ``"shutdown"`` or ``"stopped"``."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
+class Connection:
+    """What tuswsgi's worker offers a request beyond WSGI.
+
+    ``body`` is the framed body, ``send`` writes raw bytes on the connection (an
+    interim response, before the final one), and ``busy`` says the worker has no
+    room for another body now: the request is refused with 503.
+    """
+
+    __slots__ = ("body", "busy", "send")
+
+    def __init__(self, body: BodyReader, send: Callable[[bytes], None], *, busy: bool = False) -> None:
+        self.body = body
+        self.send = send
+        self.busy = busy
+
+
+#: Called while a long body streams, under servers that kill a silent worker
+#: (gunicorn's sync worker); set by :func:`tuswsgi.worker.post_worker_init`.
+heartbeat: Optional[Callable[[], None]] = None
+
 #: Bodies being read in this process, for :func:`interrupt_all` at shutdown.
 _active_bodies: weakref.WeakSet[RequestBody] = weakref.WeakSet()
 
 
 class RequestBody:
-    """Bounded reads of a request body that never run past the declared length.
-
-    Under gunicorn, a body of known length is read straight from the client
-    socket (after the bytes gunicorn already buffered), and gunicorn's reader
-    is kept told how much is left.  gunicorn's own reader waits until a whole
-    requested block has arrived, so a timeout there would drop the partial
-    block it holds; a plain ``recv`` returns every byte as it comes.
-    """
+    """Bounded reads of a request body that never run past its end."""
 
     def __init__(self, environ: dict[str, Any], length: Optional[int],
                  network_timeout: float) -> None:
-        self._input = environ["wsgi.input"]
+        connection: Optional[Connection] = environ.get(CONNECTION_KEY)
+        self._framed = connection.body if connection is not None else None
+        self._input = environ.get("wsgi.input")
         self.length = length
         self.received = 0
-        self._interrupted: Optional[str] = None
-        self._drain_until = 0.0
-        self._socket: Optional[socket.socket] = environ.get("gunicorn.socket")
-        self._worker = _gunicorn_worker() if self._socket is not None else None
+        self._timeout = network_timeout
+        self._stop: Optional[str] = None
+        self._stop_at = 0.0
         self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
-        self._pending = b""
-        self._gunicorn_reader = _gunicorn_length_reader(self._input) \
-            if self._socket is not None and length is not None else None
-        if self._gunicorn_reader is not None:
-            self._pending = self._gunicorn_reader.unreader.take_buffered()
-            if len(self._pending) > length:  # a pipelined next request: give it back
-                self._gunicorn_reader.unreader.unread(self._pending[length:])
-                self._pending = self._pending[:length]
-        if self._socket is not None:
-            self._socket.settimeout(network_timeout)
+        if self._framed is not None:
+            self.length = self._framed.length
+            self._framed_timeout(network_timeout)
         _active_bodies.add(self)
 
     @classmethod
     def empty(cls) -> RequestBody:
         """A body of no bytes, for requests that only change state."""
-        return cls({"wsgi.input": None}, 0, 0.0)
+        return cls({}, 0, 1.0)
 
     @property
     def is_chunked(self) -> bool:
         return self.length is None
 
     def read(self, size: int) -> bytes:
-        if self._interrupted and time.monotonic() >= self._drain_until:
-            raise BodyInterrupted(self._interrupted)
+        if self._stop is not None and (self._framed is None
+                                       or time.monotonic() >= self._stop_at + DRAIN_SECONDS):
+            raise BodyInterrupted(self._stop)
         if self.length is not None:
             size = min(size, self.length - self.received)
             if size <= 0:
                 return b""
-        try:
-            data = self._read_some(size)
-        except (socket.timeout, TimeoutError):
-            raise BodyTimeout() from None
-        except Exception as exc:  # the server's own "peer went away" errors vary
-            if self._interrupted:
-                raise BodyInterrupted(self._interrupted) from None
-            raise ClientGone(str(exc)) from None
-        if not data:
-            if self._interrupted:
-                raise BodyInterrupted(self._interrupted)
-            if self.length is not None:
-                raise ClientGone(f"body ended after {self.received} of {self.length} bytes")
+        data = self._read_some(size)
         self.received += len(data)
-        if self._worker is not None and time.monotonic() >= self._next_beat:
+        if heartbeat is not None and time.monotonic() >= self._next_beat:
             self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
-            self._worker.notify()
+            heartbeat()
         return data
 
     def _read_some(self, size: int) -> bytes:
-        if self._gunicorn_reader is None:
-            return self._input.read(size)
-        if self._pending:
-            data, self._pending = self._pending[:size], self._pending[size:]
-        else:
-            data = self._socket.recv(size)
-        self._gunicorn_reader.length = self.length - self.received - len(data)
+        try:
+            if self._framed is not None:
+                data = self._framed.read(size)
+            elif self._input is not None:
+                data = self._input.read(min(size, WSGI_BLOCK))
+            else:
+                data = b""
+        except TimeoutError:
+            if self._stop is not None:
+                raise BodyInterrupted(self._stop) from None
+            raise BodyTimeout() from None
+        except FramingError as exc:
+            raise BodyMalformed(str(exc)) from None
+        except (BodyEnded, OSError, ValueError) as exc:  # servers word "peer went away" variously
+            if self._stop is not None:
+                raise BodyInterrupted(self._stop) from None
+            raise ClientGone(str(exc)) from None
+        if not data and self.length is not None and self.received < self.length:
+            if self._stop is not None:
+                raise BodyInterrupted(self._stop)
+            raise ClientGone(f"body ended after {self.received} of {self.length} bytes")
         return data
 
     def interrupt(self, reason: str = "handover") -> None:
-        """Ask the reader to stop (from the lock watcher thread or a signal handler).
+        """Ask the reader to stop; safe from another thread or a signal handler.
 
-        With the socket in hand, bytes that already arrived are still stored for a
-        moment: the read side is shut, so reads return them and then end at once.
+        Called again while the stop stands (the lock watcher does, each poll), it
+        wakes a read that has waited :data:`DRAIN_GAP` on a silent client, or
+        :data:`DRAIN_SECONDS` on a client that keeps sending.
         """
-        if self._gunicorn_reader is not None:
-            self._drain_until = time.monotonic() + DRAIN_SECONDS
-        self._interrupted = reason
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        now = time.monotonic()
+        if self._stop is None:
+            self._stop, self._stop_at = reason, now
+            self._framed_timeout(DRAIN_GAP)
+        framed = self._framed
+        if framed is None or framed.broken:
+            return
+        waiting = framed.waiting_since
+        if now >= self._stop_at + DRAIN_SECONDS or (waiting is not None and now - waiting >= DRAIN_GAP):
+            framed.shutdown_read()
 
     def has_more(self) -> bool:
         """True when a chunked body goes on past what was read (one byte probe)."""
         return bool(self.read(1))
 
-
-def _gunicorn_length_reader(body: Any) -> Any:
-    """gunicorn's reader for a body of known length, if nothing was read from it yet
-    and it has the interface relied on (checked, so another version falls back)."""
-    reader = getattr(body, "reader", None)
-    unreader = getattr(reader, "unreader", None)
-    buffer = getattr(body, "buf", None)
-    if (type(reader).__name__ == "LengthReader" and isinstance(getattr(reader, "length", None), int)
-            and hasattr(unreader, "take_buffered") and hasattr(unreader, "unread")
-            and buffer is not None and buffer.tell() == 0):
-        return reader
-    return None
-
-
-_worker_cache: list = []
-
-
-def _gunicorn_worker() -> Any:
-    """The gunicorn worker serving this process, found once from the call stack.
-
-    gunicorn's default ``sync`` worker is killed when it does not check in for
-    ``timeout`` (30 s) seconds, which a single long PATCH easily exceeds under
-    ``gunicorn tuswsgi:app`` with no configuration.  Calling the worker's public
-    ``notify()`` while a body streams keeps it alive; other workers ignore it.
-    """
-    if not _worker_cache:
-        worker = None
-        base = sys.modules.get("gunicorn.workers.base")
-        frame = sys._getframe(1)
-        while frame is not None and base is not None:
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, base.Worker):
-                worker = candidate
-                break
-            frame = frame.f_back
-        _worker_cache.append(worker)
-    return _worker_cache[0]
+    def _framed_timeout(self, seconds: float) -> None:
+        if self._framed is not None:
+            self._framed.set_timeout(seconds)
 
 
 def interrupt_all(reason: str) -> int:
@@ -196,26 +187,3 @@ def interrupt_all(reason: str) -> int:
     for body in bodies:
         body.interrupt(reason)
     return len(bodies)
-
-
-def interrupt_bodies_on_sigterm() -> bool:
-    """Make SIGTERM end running uploads at once, after the server's own handler.
-
-    gunicorn answers SIGTERM by finishing in-flight requests within
-    ``graceful_timeout`` and then killing them.  An upload can take hours, so
-    instead every body being read stops now: its bytes are stored and its client
-    gets 503 ``ERR_SERVER_SHUTDOWN`` and resumes elsewhere or after the restart.
-    Only installed from the main thread, over a handler the server installed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    previous = signal.getsignal(signal.SIGTERM)
-    if not callable(previous):
-        return False
-
-    def handler(signum: int, frame: Any) -> None:
-        previous(signum, frame)
-        interrupt_all("shutdown")
-
-    signal.signal(signal.SIGTERM, handler)
-    return True

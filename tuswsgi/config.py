@@ -101,6 +101,13 @@ def parse_int(text: str) -> int:
     return value
 
 
+def parse_positive_int(text: str) -> int:
+    value = parse_int(text)
+    if value == 0:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def _choice(text: str, choices: tuple[str, ...]) -> str:
     value = text.strip().lower()
     if value not in choices:
@@ -175,6 +182,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve Prometheus metrics (needs the optional prometheus_client package)."),
     Setting("metrics_path", "/metrics", lambda text: parse_base_path(text).rstrip("/"),
             "URL path of the metrics endpoint."),
+    Setting("bind", "127.0.0.1:8000", str,
+            "Address gunicorn listens on (tuswsgi serve, deploy/gunicorn.conf.py): host:port or "
+            "unix:/path; keep it on loopback behind a proxy."),
+    Setting("workers", "0", parse_int,
+            "gunicorn worker processes; 0 means one per CPU core."),
+    Setting("threads", "1000", parse_positive_int,
+            "Threads per worker: each open upload holds one while its body streams."),
+    Setting("reserved_threads", "50", parse_int,
+            "Threads per worker kept for requests without a body (HEAD, OPTIONS, DELETE), so a "
+            "resuming client learns its offset even when uploads fill every other thread."),
+    Setting("accesslog", "", str,
+            "gunicorn access log: a file, or - for stderr; empty leaves it off (tuswsgi logs "
+            "every request itself)."),
     Setting("hooks_python", "", parse_list,
             "In-process hook functions, as package.module:function (comma-separated).",
             section="hooks"),

@@ -7,10 +7,13 @@ from typing import Optional
 
 from werkzeug.wrappers import Request
 
-from .body import RequestBody
+from .body import CONNECTION_KEY, RequestBody
+from .errors import TusError
 from .hooks import RequestInfo
 from .protocol import parse_uint
 
+#: Seconds a client refused for want of capacity is told to wait (Retry-After).
+RETRY_AFTER = 2
 #: WSGI environ key under which the dispatcher leaves the request's hook view.
 HOOK_REQUEST_KEY = "tuswsgi.hook_request"
 
@@ -26,7 +29,23 @@ def request_body(request: Request, network_timeout: float) -> Optional[RequestBo
         and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not length and not chunked:
         return None
+    connection = request.environ.get(CONNECTION_KEY)
+    if connection is not None and connection.busy:
+        raise TusError("ERR_SERVER_BUSY", headers=[("Retry-After", str(RETRY_AFTER))])
     return RequestBody(request.environ, length, network_timeout)
+
+
+def send_interim(request: Request, head: bytes) -> bool:
+    """Write an interim (1xx) response before the final one, where the server
+    lets us (tuswsgi's worker); return whether it was sent."""
+    connection = request.environ.get(CONNECTION_KEY)
+    if connection is None or request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        return False
+    try:
+        connection.send(head)
+    except OSError:
+        return False
+    return True
 
 
 def upload_url(request: Request, base_path: str, upload_id: str) -> str:

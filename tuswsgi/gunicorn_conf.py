@@ -1,25 +1,40 @@
-"""Production settings for gunicorn, used by ``tuswsgi serve`` and ``deploy/gunicorn.conf.py``.
+"""Production settings for gunicorn, used by ``tuswsgi serve``, ``deploy/gunicorn.conf.py``
+and the checkout's own ``gunicorn.conf.py``.
 
-Load with ``gunicorn -c python:tuswsgi.gunicorn_conf tuswsgi:app``.  Every value
-can be overridden on the gunicorn command line or with ``GUNICORN_CMD_ARGS``.
+Load with ``gunicorn -c python:tuswsgi.gunicorn_conf tuswsgi:app``.  The values
+come from tuswsgi's settings table (``bind``, ``workers``, ``threads``,
+``accesslog``: ``tus.ini`` or ``TUSWSGI_*``); gunicorn's command line and
+``GUNICORN_CMD_ARGS`` override them.
 """
 
 import os
 
-#: Listen address; ``TUSWSGI_BIND`` overrides (e.g. ``0.0.0.0:8000`` or ``unix:/run/tuswsgi.sock``).
-bind = os.environ.get("TUSWSGI_BIND", "127.0.0.1:8000")
+from tuswsgi.config import ConfigError, load_config
+from tuswsgi.worker import post_worker_init  # noqa: F401  (a gunicorn server hook)
 
-#: Threads, not processes, carry the concurrency: uploads spend their time waiting
-#: on sockets and disks, and a thread costs far less memory than a worker.
-worker_class = "gthread"
-workers = int(os.environ.get("TUSWSGI_WORKERS", min(os.cpu_count() or 1, 4)))
-threads = int(os.environ.get("TUSWSGI_THREADS", 32))
+try:
+    _settings = load_config()
+except ConfigError:  # reported, with the key and value, when the application loads
+    _settings = load_config(None, environ={})
 
-#: gthread workers check in from their main loop, so this bounds a hung worker,
+#: Listen address (``bind``): loopback unless the operator says otherwise.
+bind = _settings.bind
+
+#: tuswsgi's worker: gunicorn's threaded worker with exact body framing, capacity
+#: kept for requests without a body, and a clean 503 when full (tuswsgi/worker.py).
+worker_class = "tuswsgi.worker.TusWorker"
+#: Processes for the CPUs (checksums, JSON, the GIL); threads for open uploads.
+workers = _settings.workers or (os.cpu_count() or 1)
+threads = _settings.threads
+#: Open connections per worker: every thread's, plus as many kept alive between
+#: requests (gunicorn keeps ``worker_connections - threads`` idle ones).
+worker_connections = 2 * threads
+
+#: gthread workers check in from their event loop, so this bounds a hung worker,
 #: not an upload; hour-long PATCH requests are fine.  A silent client is cut by
 #: tuswsgi's own ``network_timeout`` instead.
 timeout = 120
-#: Running uploads get this long after SIGTERM to store what they have.
+#: On SIGTERM running bodies stop at once (bytes kept, 503); this is for the rest.
 graceful_timeout = 30
 #: Clients resume with many requests on one connection; keep it open between them.
 keepalive = 75
@@ -31,8 +46,8 @@ limit_request_fields = 100
 
 #: tuswsgi logs one line per request itself (method, path, status, error code,
 #: offset, duration, request ID), so gunicorn's access log is off unless
-#: ``TUSWSGI_ACCESSLOG`` names a file (or ``-``); its format carries the upload fields.
-accesslog = os.environ.get("TUSWSGI_ACCESSLOG") or None
+#: ``accesslog`` names a file (or ``-``); its format carries the upload fields.
+accesslog = _settings.accesslog or None
 access_log_format = (
     '%(h)s "%(r)s" %(s)s %(B)s %(M)sms offset=%({upload-offset}i)s->%({upload-offset}o)s '
     'length=%({upload-length}i)s req=%({x-request-id}i)s'

@@ -35,7 +35,7 @@ from werkzeug.wrappers import Request
 
 from .body import RequestBody
 from .errors import TusError
-from .frontend import hook_request, request_body, upload_url
+from .frontend import hook_request, request_body, send_interim, upload_url
 from .protocol import encode_metadata, is_media_type, parse_metadata
 from .responses import Response
 from .service import UploadService
@@ -209,20 +209,18 @@ class IetfHandlers:
     def _send_104(self, request: Request, version: int, info: UploadInfo) -> None:
         """104 Upload Resumption Supported, before the body is read, so a client cut
         mid-body still learns the upload URL.  WSGI has no interim responses: this
-        needs the client socket (gunicorn's ``gunicorn.socket``) and a request that
-        named a supported interop version."""
-        sock = request.environ.get("gunicorn.socket")
-        if sock is None or "Upload-Draft-Interop-Version" not in request.headers \
-                or request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        needs tuswsgi's worker, and a request that named a supported interop version."""
+        if "Upload-Draft-Interop-Version" not in request.headers:
             return
         location = upload_url(request, self.config.base_path, info.id)
         lines = ["HTTP/1.1 104 Upload Resumption Supported", f"Location: {location}",
                  f"Upload-Draft-Interop-Version: {version}",
                  f"Upload-Limit: {self.upload_limit(version, info)}"]
         try:
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        except (OSError, UnicodeEncodeError):
-            pass  # the final response reports what happens to the body
+            head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            return  # the final response reports what happens to the body
+        send_interim(request, head)
 
     # -- offset retrieval ----------------------------------------------------------
     def head(self, request: Request, version: int, upload_id: str) -> Response:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Optional
 
-from .body import BodyInterrupted, BodyTimeout, ClientGone, RequestBody
+from .body import BodyInterrupted, BodyMalformed, BodyTimeout, ClientGone, RequestBody
 from .config import Config
 from .errors import TusError
 from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
@@ -346,6 +346,8 @@ class UploadService:
             raise self._cut_short("ERR_REQUEST_TIMEOUT", info, start) from None
         except ClientGone:
             raise self._cut_short("ERR_CLIENT_GONE", info, start) from None
+        except BodyMalformed:
+            raise self._cut_short("ERR_MALFORMED_BODY", info, start) from None
 
     def _cut_short(self, code: str, info: UploadInfo, start: int) -> TusError:
         """The error for a body that ended early; every byte that arrived is kept."""

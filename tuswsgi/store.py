@@ -8,7 +8,7 @@ For an upload ``<id>`` the directory holds:
                     never rewritten while bytes are appended;
 - ``<id>.pending``  present only while a chunk that still has to be verified
                     (checksum) is being written; it holds the offset to fall back to;
-- ``<id>.lock`` / ``<id>.stop``  owned by :mod:`tuswsgi.locking`.
+- ``<id>.lock`` and ``.stops/<id>``  owned by :mod:`tuswsgi.locking`.
 
 A terminated or expired upload keeps its ``.info`` as a tombstone (data removed)
 for ``gone_retention`` seconds, so clients are told 410 rather than 404.
@@ -401,7 +401,7 @@ class FileStore:
 
         Call with the lock held: removing ``.lock`` is then safe, since any
         request still waiting for it finds no ``.info`` and answers 404."""
-        for suffix in ("", ".pending", ".stop", ".info", ".lock"):
+        for suffix in ("", ".pending", ".info", ".lock"):
             _unlink(self.path(upload_id, suffix))
 
     # -- maintenance -------------------------------------------------------
