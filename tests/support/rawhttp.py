@@ -4,6 +4,7 @@ one, so a test sees exactly where the server thinks each request starts and ends
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -49,8 +50,10 @@ def chunk_encode(body: bytes, size: int = 65536) -> bytes:
 class RawConnection:
     """One client connection; requests and responses are paired by the test."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10, *,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self._buffer = b""
         self._methods: list[str] = []
 
@@ -109,7 +112,7 @@ class RawConnection:
         self.sock.settimeout(timeout)
         try:
             return self.sock.recv(1) == b""
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return False
         except socket.timeout:
             return False
