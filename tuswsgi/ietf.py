@@ -225,7 +225,7 @@ class IetfHandlers:
     # -- offset retrieval ----------------------------------------------------------
     def head(self, request: Request, version: int, upload_id: str) -> Response:
         self._reject_upload_headers(request, version, "offset retrieval")
-        info = self.service.head(upload_id)
+        info = self.service.head(upload_id, req=hook_request(request))
         response = Response(status=204, headers=self._state_headers(version, info))
         response.headers["Cache-Control"] = "no-store"
         return response

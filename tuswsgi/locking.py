@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -75,10 +76,15 @@ class _StopWatcher:
 
     def __init__(self, stops_dir: str) -> None:
         self.stops_dir = stops_dir
+        self._reset()
+        _watchers.add(self)
+
+    def _reset(self) -> None:
+        """A fresh state; in a forked child, whose copy of the condition may be
+        held by the parent's watcher thread, which the child does not have."""
         self._holds: dict[str, _Hold] = {}
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
-        self._pid = os.getpid()
 
     def add(self, hold: _Hold) -> None:
         with self._cond:
@@ -92,11 +98,10 @@ class _StopWatcher:
                 del self._holds[hold.upload_id]
 
     def _ensure_thread(self) -> None:
-        """Start the thread if this process has none (first use, or after a fork,
-        or after a start that failed: it is tried again at the next hold)."""
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+        """Start the thread if this process has none (first use, after a fork, or
+        after a start that failed: it is tried again at the next hold)."""
+        if self._thread is not None and self._thread.is_alive():
             return
-        self._pid = os.getpid()
         thread = threading.Thread(target=self._run, name="tuswsgi-stop-watcher", daemon=True)
         try:
             thread.start()
@@ -129,6 +134,17 @@ class _StopWatcher:
         except OSError:
             requested = set()
         return [hold for upload_id, hold in holds.items() if hold.stopped or upload_id in requested]
+
+
+_watchers: weakref.WeakSet[_StopWatcher] = weakref.WeakSet()
+
+
+def _reset_watchers_in_child() -> None:
+    for watcher in list(_watchers):
+        watcher._reset()
+
+
+os.register_at_fork(after_in_child=_reset_watchers_in_child)
 
 
 class UploadLocker:

@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .protocol import encode_metadata, new_hasher
 from .store import (
     UPLOAD_ID,
+    ChunkRefused,
     FileStore,
     InvalidUploadId,
     OffsetMismatch,
@@ -93,10 +94,19 @@ class UploadService:
             self.metrics.lock_event("timeout")
             raise TusError("ERR_UPLOAD_LOCKED") from None
 
-    def head(self, upload_id: str) -> UploadInfo:
+    def head(self, upload_id: str, req: Optional[RequestInfo] = None) -> UploadInfo:
         """Current state; an older request still writing is asked to stop first,
-        so the offset reported is the one a resume must use."""
+        so the offset reported is the one a resume must use.
+
+        An upload whose last bytes arrived but whose finish failed (a hook, or the
+        disk, refused it) is finished now, so every complete upload gets its
+        ``pre-finish``/``post-finish`` once, whatever went wrong before."""
         with self.locked(upload_id) as info:
+            if info.is_complete and not info.finished:
+                try:
+                    self._finish(info, req)
+                except (TusError, OSError) as exc:
+                    log.error("finishing %s failed again: %s", upload_id, exc)
             return info
 
     # -- hooks -------------------------------------------------------------
@@ -335,6 +345,8 @@ class UploadService:
             self.store.append(info, source, limit, verify)
         except OffsetMismatch as exc:
             raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {exc.actual}") from None
+        except ChunkRefused as exc:
+            raise TusError(exc.reason) from None
         except StorageFull:
             raise TusError("ERR_INSUFFICIENT_STORAGE") from None
         except StorageFailed as exc:
@@ -489,10 +501,12 @@ class _HashingReader:
         self._hasher.update(data)
         return data
 
-    def verifier(self, expected: bytes):
-        def verify() -> None:
+    def verifier(self, expected: bytes) -> Callable[[], Optional[str]]:
+        """The store's ``verify``: the error code that refuses the chunk, or ``None``."""
+        def verify() -> Optional[str]:
             if self._body.is_chunked and self._body.has_more():
-                raise TusError("ERR_SIZE_EXCEEDED")
+                return "ERR_SIZE_EXCEEDED"
             if not hmac.compare_digest(self._hasher.digest(), expected):
-                raise TusError("ERR_CHECKSUM_MISMATCH")
+                return "ERR_CHECKSUM_MISMATCH"
+            return None
         return verify

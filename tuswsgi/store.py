@@ -17,7 +17,9 @@ IDs are checked against :data:`UPLOAD_ID` before any path is built.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -26,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Callable, Iterator, Optional, Protocol
+
+log = logging.getLogger("tuswsgi")
 
 #: Generated IDs are 32 hex digits; hooks may choose others of this shape.  No dot,
 #: so no ID can name a sidecar file, and no slash, so no ID can leave the directory.
@@ -58,6 +62,14 @@ class InvalidUploadId(StoreError):
 
 class StorageFull(StoreError):
     """The disk has no room; the upload was truncated to what was fully written."""
+
+
+class ChunkRefused(StoreError):
+    """A tentative chunk was refused by its ``verify``; it was removed again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StorageFailed(StoreError):
@@ -281,48 +293,102 @@ class FileStore:
         self._write_info(info)
 
     def append(self, info: UploadInfo, source: Readable, limit: int,
-               verify: Optional[Callable[[], None]] = None) -> int:
+               verify: Optional[Callable[[], Optional[str]]] = None) -> int:
         """Append at most ``limit`` bytes read from ``source``; return how many.
 
         Bytes are kept when ``source`` fails midway (a dropped client): they were
         received.  With ``verify``, the chunk is tentative: ``.pending`` records the
-        old offset until ``verify()`` returns, and any failure removes the chunk.
-        A write error truncates back to the last complete write.
+        old offset until ``verify()`` returns ``None``; a reason it returns instead
+        (:class:`ChunkRefused`), or any failure, removes the chunk.  A write error
+        truncates back to the last complete write.
         """
         fd = os.open(self.path(info.id), os.O_WRONLY | os.O_APPEND)
-        written = 0
         try:
             size = os.fstat(fd).st_size
             if size != info.offset:
                 raise OffsetMismatch(size)
-            if verify is not None:
-                self._write_small(self.path(info.id, ".pending"), str(size).encode())
-            try:
-                written = self._copy(fd, source, limit, size)
-                if verify is not None:
-                    verify()
-            except BaseException:
-                if verify is not None:
-                    os.ftruncate(fd, size)
-                    written = 0
-                raise
-            finally:
-                if verify is not None:
-                    _unlink(self.path(info.id, ".pending"))
-            new_size = size + written
-            if self.fsync == "always" or (self.fsync == "finish" and new_size == info.length):
-                os.fsync(fd)
-            info.offset = new_size
-            if written:
-                info.modified = time.time()
-                if info.expires is not None:
-                    info.expires = info.modified + self.expiration
-            return written
+            if verify is None:
+                written = self._copy(fd, info.id, source, limit, size)
+                self._check_landed(fd, info.id, size, written)
+            else:
+                written = self._copy_tentative(fd, info.id, source, limit, size, verify)
+            self._make_durable(fd, info.id, size, size + written == info.length)
         finally:
             os.close(fd)
+        info.offset = size + written
+        if written:
+            info.modified = time.time()
+            if info.expires is not None:
+                info.expires = info.modified + self.expiration
+        return written
 
-    @staticmethod
-    def _copy(fd: int, source: Readable, limit: int, base: int) -> int:
+    def _copy_tentative(self, fd: int, upload_id: str, source: Readable, limit: int, size: int,
+                        verify: Callable[[], Optional[str]]) -> int:
+        """Copy a chunk that counts only once ``verify`` accepts it."""
+        pending = self.path(upload_id, ".pending")
+        self._write_small(pending, str(size).encode())
+        try:
+            written = self._copy(fd, upload_id, source, limit, size)
+            self._check_landed(fd, upload_id, size, written)
+            refusal = verify()
+        except OffsetMismatch:
+            raise
+        except BaseException:
+            self._undo(fd, upload_id, size)
+            raise
+        if refusal is not None:
+            self._undo(fd, upload_id, size)
+            raise ChunkRefused(refusal)
+        _unlink(pending)
+        return written
+
+    def _check_landed(self, fd: int, upload_id: str, size: int, written: int) -> None:
+        """Refuse bytes that landed anywhere but at ``size``.
+
+        ``O_APPEND`` writes at the file's real end.  Where a shared filesystem
+        served a stale size before the write (another host had appended), the
+        file is now longer than ``size + written``: our bytes sit after the other
+        host's, so they are cut off again and the true offset is reported.
+        """
+        actual = os.fstat(fd).st_size
+        if actual == size + written:
+            return
+        truth = actual - written
+        if truth > size:
+            self._undo(fd, upload_id, truth)
+            raise OffsetMismatch(truth)
+        raise StorageFailed(f"data file is {actual} bytes after writing {written} at {size}")
+
+    def _undo(self, fd: int, upload_id: str, size: int) -> None:
+        """Cut the data back to ``size``.  When that fails, ``.pending`` says so,
+        and the next request (:meth:`recover`) cuts it before reading the offset."""
+        pending = self.path(upload_id, ".pending")
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            log.error("cannot cut %s back to %d bytes (%s); the next request will", upload_id, size,
+                      exc.strerror)
+            try:
+                self._write_small(pending, str(size).encode())
+            except OSError:
+                log.critical("%s may count bytes it must not: cut it back to %d bytes", upload_id, size)
+            return
+        _unlink(pending)
+
+    def _make_durable(self, fd: int, upload_id: str, size: int, finishing: bool) -> None:
+        """fsync per the policy; when it fails, the request's bytes are cut off
+        again, so the offset never counts bytes that a crash could lose."""
+        if not (self.fsync == "always" or (self.fsync == "finish" and finishing)):
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._undo(fd, upload_id, size)
+            raise StorageFailed(f"fsync failed: {exc.strerror}") from exc
+
+    def _copy(self, fd: int, upload_id: str, source: Readable, limit: int, base: int) -> int:
+        """Copy in bounded blocks.  A failed write may have left part of its block
+        (a torn write): the data is cut back to the last complete write."""
         written = 0
         while written < limit:
             chunk = source.read(min(BLOCK_SIZE, limit - written))
@@ -335,8 +401,8 @@ class FileStore:
                     view = view[done:]
                     written += done
             except OSError as exc:
-                os.ftruncate(fd, base + written)
-                error = StorageFull if exc.errno in (28, 122) else StorageFailed  # ENOSPC, EDQUOT
+                self._undo(fd, upload_id, base + written)
+                error = StorageFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StorageFailed
                 raise error(os.strerror(exc.errno or 0)) from exc
         return written
 
@@ -383,8 +449,9 @@ class FileStore:
     def terminate(self, upload_id: str, *, now: Optional[float] = None) -> None:
         """Remove the data and leave a tombstone ``.info`` (answers 410 for a while).
 
-        The data goes first, so a full disk cannot stop a DELETE that frees it; if
-        the tombstone then cannot be written, the upload is forgotten at once.
+        The data goes first, so a full disk cannot stop a DELETE that frees it.
+        Once it is gone the upload is gone: if the tombstone cannot be written,
+        the upload is forgotten at once (404 instead of 410), and that is all.
         """
         info = self._read_info(upload_id)
         _unlink(self.path(upload_id))
@@ -392,9 +459,10 @@ class FileStore:
         info.gone_since = now or time.time()
         try:
             self._write_info(info)
-        except OSError:
+        except OSError as exc:
+            log.warning("no tombstone for %s (%s): it answers 404 instead of 410",
+                        upload_id, exc.strerror)
             _unlink(self.path(upload_id, ".info"))
-            raise
 
     def forget(self, upload_id: str) -> None:
         """Remove every trace of an upload whose tombstone has aged out.

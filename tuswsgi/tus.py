@@ -123,7 +123,7 @@ class TusHandlers:
 
     # -- HEAD ------------------------------------------------------------------
     def head(self, request: Request, upload_id: str) -> Response:
-        info = self.service.head(upload_id)
+        info = self.service.head(upload_id, req=hook_request(request))
         response = Response(status=200, headers=self._expires(info))
         response.headers["Upload-Offset"] = str(info.offset)
         if info.length is None:

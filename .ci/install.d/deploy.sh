@@ -8,10 +8,11 @@
 #   openssl                    a self-signed certificate for the nginx tests
 #   systemd                    systemd-analyze verify deploy/tuswsgi.service
 #   curl                       an HTTP/2 upload through nginx
+#   strace                     faults injected at the system-call level (tests/test_syscall_faults.py)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
-    nginx apache2 libapache2-mod-wsgi-py3 python3 openssl systemd curl ca-certificates
+    nginx apache2 libapache2-mod-wsgi-py3 python3 openssl systemd curl ca-certificates strace
 # The packages' own services are not used (and need not run): the tests start
 # private instances on free ports.
