@@ -181,8 +181,11 @@ class BodyReader:
     def _advance(self) -> None:
         """Consume framing until payload can be read or the body ends (chunked)."""
         if self._phase == "crlf":
-            if self._line(2) != b"":
+            while len(self._buffer) < 2:
+                self._fill()
+            if self._buffer[:2] != b"\r\n":
                 raise FramingError("chunk data is not followed by CRLF")
+            del self._buffer[:2]
             self._phase = "size"
         elif self._phase == "size":
             self._chunk_size(self._line(MAX_CHUNK_LINE))
@@ -225,10 +228,14 @@ class BodyReader:
             if len(self._buffer) > limit:
                 raise FramingError("chunk framing line too long")
             searched = max(0, len(self._buffer) - 1)
-            chunk = self._recv(MIN_RECV)
-            if not chunk:
-                raise BodyEnded(f"connection ended after {self.received} body bytes")
-            self._buffer += chunk
+            self._fill()
+
+    def _fill(self) -> None:
+        """One recv into the buffer, for framing (never needed for payload)."""
+        chunk = self._recv(MIN_RECV)
+        if not chunk:
+            raise BodyEnded(f"connection ended after {self.received} body bytes")
+        self._buffer += chunk
 
     def _raw(self, size: int) -> bytes:
         """At most ``size`` bytes of the body stream, from the buffer or one recv."""

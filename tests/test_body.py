@@ -1,0 +1,286 @@
+"""BodyReader and RequestBody against a scripted socket: what arrives, when it
+stalls, where the body ends, and how a stop drains what is still coming."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Optional, Union
+
+import pytest
+
+from tuswsgi import body as body_module
+from tuswsgi.body import (
+    CONNECTION_KEY,
+    BodyInterrupted,
+    BodyMalformed,
+    BodyTimeout,
+    ClientGone,
+    Connection,
+    RequestBody,
+)
+from tuswsgi.framing import CONTINUE, DRAIN_BYTES, BodyEnded, BodyReader, FramingError
+
+Step = Union[bytes, str]  # bytes arrive; "timeout" raises; "eof" ends the stream
+
+
+class ScriptedSocket:
+    """Answers ``recv`` from a script, one step at a time, never more than asked."""
+
+    def __init__(self, *steps: Step) -> None:
+        self.steps = list(steps)
+        self.sent = b""
+        self.timeout: Optional[float] = None
+        self.shut = False
+        self.recv_sizes: list[int] = []
+
+    def recv(self, size: int) -> bytes:
+        self.recv_sizes.append(size)
+        if self.shut or not self.steps:
+            return b""
+        step = self.steps[0]
+        if step == "timeout":
+            self.steps.pop(0)
+            raise socket.timeout("timed out")
+        if step == "eof":
+            return b""
+        assert isinstance(step, bytes)
+        data, rest = step[:size], step[size:]
+        if rest:
+            self.steps[0] = rest
+        else:
+            self.steps.pop(0)
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def settimeout(self, value: Optional[float]) -> None:
+        self.timeout = value
+
+    def gettimeout(self) -> Optional[float]:
+        return self.timeout
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def reader(sock: ScriptedSocket, buffered: bytes = b"", length: Optional[int] = None,
+           **options) -> BodyReader:
+    return BodyReader(sock, buffered, length, shutdown=sock.shutdown, **options)
+
+
+def read_all(body: BodyReader) -> bytes:
+    return b"".join(iter(lambda: body.read(1 << 20), b""))
+
+
+# -- Content-Length -----------------------------------------------------------------
+
+def test_reads_return_what_arrived_without_waiting_for_a_block():
+    body = reader(ScriptedSocket(b"abc", b"defg"), length=7)
+    assert body.read(1 << 20) == b"abc"
+    assert body.read(1 << 20) == b"defg"
+    assert body.complete and body.read(10) == b""
+
+
+def test_buffered_bytes_come_first_and_a_pipelined_request_is_given_back():
+    body = reader(ScriptedSocket(), buffered=b"12345HEAD / HTTP/1.1\r\n", length=5)
+    assert read_all(body) == b"12345"
+    assert body.leftover() == b"HEAD / HTTP/1.1\r\n"
+
+
+def test_a_timeout_keeps_every_byte_read_before_it():
+    body = reader(ScriptedSocket(b"part", "timeout"), length=100)
+    assert body.read(1 << 20) == b"part"
+    with pytest.raises(TimeoutError):
+        body.read(1 << 20)
+    assert body.received == 4 and body.broken
+
+
+def test_the_connection_ending_early_is_reported():
+    body = reader(ScriptedSocket(b"ab", "eof"), length=10)
+    assert body.read(10) == b"ab"
+    with pytest.raises(BodyEnded):
+        body.read(10)
+
+
+def test_never_reads_past_the_declared_length():
+    sock = ScriptedSocket(b"x" * 10)
+    body = reader(sock, length=4)
+    assert read_all(body) == b"xxxx"
+    assert max(sock.recv_sizes) == 4
+
+
+def test_reads_grow_for_a_fast_client_and_shrink_for_a_slow_one():
+    sock = ScriptedSocket(*[b"x" * (1 << 20)] * 8, *[b"y" * 100] * 8)
+    body = reader(sock, length=8 * (1 << 20) + 800)
+    while not body.complete:
+        body.read(1 << 20)
+    assert max(sock.recv_sizes) == 1 << 20  # doubled up to MAX_RECV
+    assert sock.recv_sizes[-1] < 64 * 1024  # back down while only 100 bytes come at a time
+
+
+def test_100_continue_goes_out_at_the_first_read_only():
+    sock = ScriptedSocket(b"hello")
+    body = reader(sock, length=5, expect_continue=True)
+    assert sock.sent == b"" and not body.continue_sent
+    assert body.read(5) == b"hello"
+    assert sock.sent == CONTINUE
+
+
+# -- settling before the response ------------------------------------------------------
+
+def test_a_small_rest_is_drained_and_the_connection_kept():
+    sock = ScriptedSocket(b"x" * 1000, b"NEXT")
+    body = reader(sock, length=1000)
+    assert body.settle() is True
+    assert body.leftover() == b"" and sock.steps == [b"NEXT"]  # the next request is untouched
+
+
+def test_a_large_rest_closes_the_connection_without_reading_it():
+    sock = ScriptedSocket(b"x" * 10)
+    body = reader(sock, length=DRAIN_BYTES + 1)
+    assert body.settle() is False
+    assert sock.recv_sizes == []
+
+
+def test_no_100_continue_sent_means_close_without_waiting():
+    sock = ScriptedSocket()
+    body = reader(sock, length=10, expect_continue=True)
+    assert body.settle() is False
+    assert sock.recv_sizes == [] and sock.sent == b""
+
+
+def test_a_client_that_stalls_during_the_drain_closes_the_connection():
+    body = reader(ScriptedSocket(b"x" * 5, "timeout"), length=100)
+    assert body.settle() is False
+
+
+# -- chunked -------------------------------------------------------------------------------
+
+def test_chunked_body_with_extensions_and_trailers():
+    wire = b"5;name=v\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+    body = reader(ScriptedSocket(wire[:7], wire[7:20], wire[20:]))
+    assert read_all(body) == b"hello world"
+    assert body.leftover() == b"NEXT"
+
+
+def test_chunked_body_split_at_every_byte():
+    wire = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    body = reader(ScriptedSocket(*[wire[i:i + 1] for i in range(len(wire))]))
+    assert read_all(body) == b"abcde"
+    assert body.leftover() == b""
+
+
+@pytest.mark.parametrize("wire", [b"zz\r\n", b"5\r\nhelloXX", b"5\nhello\r\n", b"-1\r\n",
+                                  b"1" * 20 + b"\r\n", b"5;a\rb\r\nhello\r\n"])
+def test_malformed_chunk_framing_is_refused(wire):
+    body = reader(ScriptedSocket(wire))
+    with pytest.raises(FramingError):
+        read_all(body)
+    assert body.broken and body.settle() is False
+
+
+def test_an_endless_chunk_size_line_is_refused_once_past_the_limit():
+    sock = ScriptedSocket(*[b"1" * 4096] * 4)
+    with pytest.raises(FramingError):
+        read_all(reader(sock))
+
+
+# -- RequestBody: the application's side ------------------------------------------------------
+
+def environ_for(sock: ScriptedSocket, length: Optional[int]) -> dict:
+    framed = reader(sock, length=length)
+    return {CONNECTION_KEY: Connection(framed, sock.sendall)}
+
+
+def test_request_body_maps_the_ways_a_body_ends():
+    with pytest.raises(BodyTimeout):
+        RequestBody(environ_for(ScriptedSocket("timeout"), 10), 10, 60).read(10)
+    cut = RequestBody(environ_for(ScriptedSocket(b"ab", "eof"), 10), 10, 60)
+    assert cut.read(10) == b"ab"
+    with pytest.raises(ClientGone):
+        cut.read(10)
+    with pytest.raises(BodyMalformed):
+        RequestBody(environ_for(ScriptedSocket(b"zz\r\n"), None), None, 60).read(10)
+
+
+def test_request_body_sets_the_network_timeout_on_the_socket():
+    sock = ScriptedSocket()
+    RequestBody(environ_for(sock, 10), 10, 42.0)
+    assert sock.timeout == 42.0
+
+
+class TricklingSocket(ScriptedSocket):
+    """Real time: ``count`` pieces ``gap`` seconds apart, then silence until shut."""
+
+    def __init__(self, count: int, gap: float) -> None:
+        super().__init__()
+        self.count, self.gap = count, gap
+        self.woken = threading.Event()
+
+    def recv(self, size: int) -> bytes:
+        if self.count:
+            time.sleep(self.gap)
+            self.count -= 1
+            return b"z" * 10
+        while not self.shut:  # a silent client: only the shutdown wakes this read
+            if self.woken.wait(0.01):
+                break
+        return b""
+
+    def shutdown(self) -> None:
+        self.shut = True
+        self.woken.set()
+
+
+def drain_with_watcher(sock: TricklingSocket, length: int) -> tuple[int, float]:
+    """Read as the store does while a watcher calls ``interrupt`` every 50 ms, as the
+    lock watcher does after a hand-over request; return bytes kept and seconds."""
+    body = RequestBody(environ_for(sock, length), length, 60)
+    done = threading.Event()
+
+    def watcher() -> None:
+        while not done.wait(0.05):
+            body.interrupt("handover")
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    kept = 0
+    try:
+        with pytest.raises(BodyInterrupted):
+            while True:
+                kept += len(body.read(1 << 20))
+    finally:
+        done.set()
+        thread.join(5)
+    return kept, time.monotonic() - started
+
+
+def test_a_stop_keeps_reading_while_bytes_keep_arriving():
+    """Bytes 50 ms apart are still coming: all 10 pieces are stored."""
+    kept, _ = drain_with_watcher(TricklingSocket(10, 0.05), 1000)
+    assert kept == 100
+
+
+def test_a_stop_wakes_a_read_blocked_on_a_silent_client():
+    kept, seconds = drain_with_watcher(TricklingSocket(0, 0), 1000)
+    assert kept == 0
+    assert seconds < body_module.DRAIN_SECONDS  # woken after a gap, not at the 60 s timeout
+
+
+def test_a_stop_ends_a_client_that_never_pauses_after_the_drain_time():
+    kept, seconds = drain_with_watcher(TricklingSocket(10_000, 0.01), 1_000_000)
+    assert 0 < kept < 100_000
+    assert seconds >= body_module.DRAIN_SECONDS
+
+
+def test_without_the_worker_a_stop_is_seen_at_the_next_read():
+    import io
+    body = RequestBody({"wsgi.input": io.BytesIO(b"abcdef")}, 6, 60)
+    assert body.read(3) == b"abc"
+    body.interrupt("stopped")
+    with pytest.raises(BodyInterrupted):
+        body.read(3)
