@@ -35,8 +35,6 @@ DRAIN_GAP = 0.2
 DRAIN_SECONDS = 2.0
 #: Largest block read from a plain ``wsgi.input``, which waits for a whole block.
 WSGI_BLOCK = 64 * 1024
-#: How often a long body tells the server's arbiter that the process is alive.
-HEARTBEAT_INTERVAL = 5.0
 
 
 class BodyError(Exception):
@@ -79,10 +77,6 @@ class Connection:
         self.busy = busy
 
 
-#: Called while a long body streams, under servers that kill a silent worker
-#: (gunicorn's sync worker); set by :func:`tuswsgi.worker.post_worker_init`.
-heartbeat: Optional[Callable[[], None]] = None
-
 #: Bodies being read in this process, for :func:`interrupt_all` at shutdown.
 _active_bodies: weakref.WeakSet[RequestBody] = weakref.WeakSet()
 
@@ -100,7 +94,6 @@ class RequestBody:
         self._timeout = network_timeout
         self._stop: Optional[str] = None
         self._stop_at = 0.0
-        self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
         if self._framed is not None:
             self.length = self._framed.length
             self._framed_timeout(network_timeout)
@@ -125,9 +118,6 @@ class RequestBody:
                 return b""
         data = self._read_some(size)
         self.received += len(data)
-        if heartbeat is not None and time.monotonic() >= self._next_beat:
-            self._next_beat = time.monotonic() + HEARTBEAT_INTERVAL
-            heartbeat()
         return data
 
     def _read_some(self, size: int) -> bytes:
@@ -179,6 +169,11 @@ class RequestBody:
     def _framed_timeout(self, seconds: float) -> None:
         if self._framed is not None:
             self._framed.set_timeout(seconds)
+
+
+def reading() -> bool:
+    """Whether a body is being read in this process."""
+    return bool(_active_bodies)
 
 
 def interrupt_all(reason: str) -> int:

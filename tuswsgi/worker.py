@@ -53,15 +53,16 @@ from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.message import Request as GunicornRequest
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from . import body as body_module
-from .body import CONNECTION_KEY, Connection, interrupt_all
+from .body import CONNECTION_KEY, Connection, interrupt_all, reading
 from .config import load_config
 from .framing import BodyReader
 
 log = logging.getLogger("tuswsgi")
 
-#: gunicorn releases this worker was built and tested against.
+#: gunicorn releases this worker was built and tested against (setup.py says the
+#: same); CI runs the worker's tests on the oldest, GUNICORN_FLOOR, too.
 SUPPORTED_GUNICORN = ((27, 0), (28, 0))
+GUNICORN_FLOOR = "27.0.0"
 #: Stack reserved per thread: thousands of threads, each needing little.
 THREAD_STACK = 512 * 1024
 #: When every worker is full, a connection waits this long before a full worker
@@ -76,8 +77,12 @@ ACCEPT_PAUSE = 0.5
 #: gunicorn's exit status for "the worker could not boot".
 _WORKER_BOOT_ERROR = 3
 
-#: Set once a TusWorker booted in this process.
+#: How often a body being read checks in for a worker that is not tuswsgi's.
+HEARTBEAT_INTERVAL = 1.0
+
+#: Set once a TusWorker booted in this process, or the hook ran for another worker.
 _booted = False
+_hooked = False
 
 
 def missing_interfaces() -> list[str]:
@@ -445,12 +450,17 @@ def post_worker_init(worker: Any) -> None:
     """gunicorn server hook: what tuswsgi needs from a worker that is not its own.
 
     gunicorn's sync worker is killed when it does not check in for ``timeout``
-    seconds, which one long body easily takes: bodies call its ``notify()``.
-    SIGTERM also stops running bodies, as under :class:`TusWorker`.
+    seconds, which one long body easily takes (and its ``wsgi.input`` waits for
+    whole blocks, so checking in between reads is not enough for a slow client).
+    A thread checks in for it while a body is being read, which ``network_timeout``
+    bounds.  SIGTERM also stops running bodies, as under :class:`TusWorker`.
     """
+    global _hooked
     if isinstance(worker, TusWorker):
         return
-    body_module.heartbeat = worker.notify
+    _hooked = True
+    threading.Thread(target=_check_in_while_reading, args=(worker,), name="tuswsgi-heartbeat",
+                     daemon=True).start()
     previous = signal.getsignal(signal.SIGTERM)
     if callable(previous):
         def handler(signum: int, frame: Any) -> None:
@@ -459,9 +469,16 @@ def post_worker_init(worker: Any) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _check_in_while_reading(worker: Any) -> None:
+    while True:
+        time.sleep(HEARTBEAT_INTERVAL)
+        if reading():
+            worker.notify()
+
+
 def warn_if_unsupported() -> None:
     """Say once, at boot, when gunicorn runs tuswsgi without tuswsgi's worker."""
-    if _booted or body_module.heartbeat is not None:
+    if _booted or _hooked:
         return
     log.warning("tuswsgi is served by a gunicorn worker other than tuswsgi.worker.TusWorker: "
                 "requests may wait behind slow uploads, and a sync worker serves one request "
