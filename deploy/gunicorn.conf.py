@@ -5,27 +5,31 @@
 The values live in ``tuswsgi/gunicorn_conf.py`` (so ``tuswsgi serve`` and this
 file cannot drift apart) and are imported below; this file explains them and
 adds what only a deployment wants.  Override any of them on the command line
-(``--bind``, ``--workers``) or with ``GUNICORN_CMD_ARGS``; ``TUSWSGI_BIND``,
-``TUSWSGI_WORKERS`` and ``TUSWSGI_THREADS`` are read here too.
+(``--bind``, ``--workers``) or with ``GUNICORN_CMD_ARGS``; the serving settings
+(``bind``, ``workers``, ``threads``, ``reserved_threads``, ``accesslog``) come from
+tuswsgi's settings table, so ``tus.ini`` and ``TUSWSGI_*`` set them.
 
 What the imported settings are, and why:
 
-bind = $TUSWSGI_BIND or 127.0.0.1:8000
+bind = bind (tus.ini) or $TUSWSGI_BIND, default 127.0.0.1:8000
     Loopback only.  Put nginx (deploy/nginx.conf) in front for TLS, and keep
     gunicorn unreachable from outside: with ``behind_proxy = on`` the app trusts
     X-Forwarded-* headers, which only the proxy may set.
     ``unix:/run/tuswsgi/tuswsgi.sock`` works as well.
 
-worker_class = "gthread"
-    An upload spends its life waiting on the client's socket and on the disk.
-    Threads wait cheaply; a process per upload (the default ``sync`` worker)
-    would allow only ``workers`` uploads at once and kill long ones.
+worker_class = "tuswsgi.worker.TusWorker"
+    gunicorn's gthread worker, made for uploads (tuswsgi/worker.py): it owns
+    request framing (an early answer never desyncs a kept-alive connection, and
+    closes lingering so nginx reads the status), keeps ``reserved_threads``
+    threads for requests without a body, answers 503 with Retry-After when its
+    body threads are all taken, and accepts a connection only while it has room,
+    so a request never waits in a full worker while another has threads free.
 
-workers = $TUSWSGI_WORKERS or min(CPU count, 4); threads = $TUSWSGI_THREADS or 32
-    Processes for the CPUs (checksums, TLS is nginx's), threads for
-    concurrency: 4 x 32 = 128 simultaneous requests on a 4-core host.  Uploads
-    of one file from several workers (and several hosts) are serialized by the
-    file locks in the upload directory, never by the worker layout.
+workers = workers or one per CPU; threads = threads (1000)
+    Processes for the CPUs (checksums, JSON, the GIL), threads for open uploads:
+    each open upload holds a thread while its body streams, with a small stack.
+    worker_connections = 2 x threads leaves as many kept-alive connections.
+    See README, "Capacity", for what one box holds and how to raise it.
 
 timeout = 120
     With gthread this bounds a *hung worker* (its main loop stopped checking
@@ -50,7 +54,7 @@ limit_request_line = 8190, limit_request_field_size = 65536, limit_request_field
     to ``max_metadata_size`` (16 KiB) and base64 grows it by a third, so the
     8 KiB gunicorn default would refuse legitimate uploads with a bare 400.
 
-accesslog off unless TUSWSGI_ACCESSLOG is set
+accesslog off unless ``accesslog`` (TUSWSGI_ACCESSLOG) is set
     tuswsgi itself logs one line per request on stderr (journald under systemd)
     with method, path, status, error code, the new Upload-Offset, duration and
     X-Request-ID, plus a line per upload event (created, received, interrupted,
