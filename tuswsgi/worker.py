@@ -338,8 +338,8 @@ class TusWorker(ThreadWorker):
         """Run the application for one HTTP/1 request with a framed body; return
         whether the connection may carry another request."""
         reader = _frame(req, conn)
-        admitted = self._admit(reader)
-        connection = Connection(reader, conn.sock.sendall, busy=not admitted)
+        slot = self._body_slot(reader)
+        connection = Connection(reader, conn.sock.sendall, busy=slot is None)
         environ: dict[str, Any] = {}
         resp = None
         try:
@@ -349,7 +349,7 @@ class TusWorker(ThreadWorker):
             environ["wsgi.multithread"] = True
             environ[CONNECTION_KEY] = connection
             self._count_request(resp)
-            respiter = self.wsgi(environ, _settling(resp, reader, conn.sock))
+            respiter = self.wsgi(environ, _settling(resp, reader, conn.sock, slot))
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -369,9 +369,8 @@ class TusWorker(ThreadWorker):
                 raise StopIteration() from None
             raise
         finally:
-            if admitted and reader.length != 0:
-                with self._bodies_lock:
-                    self._bodies -= 1
+            if slot is not None:
+                slot.release()
             try:
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:
@@ -381,15 +380,20 @@ class TusWorker(ThreadWorker):
         conn.parser.unreader.unread(reader.leftover())
         return True
 
-    def _admit(self, reader: BodyReader) -> bool:
-        """Take a body slot for a request that has a body; False when none is free."""
+    def _body_slot(self, reader: BodyReader) -> Optional[_Slot]:
+        """A body slot for the request (a no-op one when it has no body), or
+        ``None`` when every slot is taken."""
         if reader.length == 0:
-            return True
+            return _Slot(None)
         with self._bodies_lock:
             if self._bodies >= self.body_slots:
-                return False
+                return None
             self._bodies += 1
-            return True
+        return _Slot(self._release_body)
+
+    def _release_body(self) -> None:
+        with self._bodies_lock:
+            self._bodies -= 1
 
     def _count_request(self, resp: Any) -> None:
         self.nr += 1
@@ -421,12 +425,29 @@ def _shutdown_read(sock: socket.socket) -> None:
         pass
 
 
-def _settling(resp: Any, reader: BodyReader, sock: _Socket) -> Callable[..., Any]:
+class _Slot:
+    """A body slot, given back once: when the response starts (the body is done
+    with), or when the request ends without one."""
+
+    __slots__ = ("_release",)
+
+    def __init__(self, release: Optional[Callable[[], None]]) -> None:
+        self._release = release
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+def _settling(resp: Any, reader: BodyReader, sock: _Socket, slot: Optional[_Slot]) -> Callable[..., Any]:
     """``start_response`` that settles the body first: keep-alive when what is
-    left was read, ``Connection: close`` otherwise."""
+    left was read, ``Connection: close`` otherwise; then the body slot is free."""
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if not reader.settle():
             resp.force_close()
+        if slot is not None:
+            slot.release()
         sock.setblocking(True)  # the response's own timeout, whatever the body's was
         return resp.start_response(status, headers, exc_info)
     return start_response
