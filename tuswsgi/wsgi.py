@@ -192,6 +192,8 @@ class TusApp:
         if allowed is not None:
             headers += [("Access-Control-Allow-Origin", allowed),
                         ("Access-Control-Expose-Headers", _EXPOSED)]
+            if self.config.cors_allow_credentials:  # never with `*`: the config refuses it
+                headers.append(("Access-Control-Allow-Credentials", "true"))
         return headers
 
     def _preflight_headers(self) -> list[tuple[str, str]]:
