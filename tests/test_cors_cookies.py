@@ -17,7 +17,7 @@ import browser as chromium
 import pytest
 from browser import StaticServer, require_browser
 from conftest import sha256_file, start_gunicorn
-from jsclient import require_node
+from jsclient import require_node, uppy_page_files
 from support import cookieauth
 from support.hookreceiver import HookReceiver
 from test_tus_js_client import harness_files
@@ -40,7 +40,9 @@ def server(tmp_path_factory):
     """gunicorn allowing credentials from ``allowed`` only; ``foreign`` serves the same
     page from an origin that is not in cors_origins.  An HTTP hook with Cookie forwarded
     records what the application would see."""
-    allowed, foreign, receiver = StaticServer({}), StaticServer({}), HookReceiver()
+    require_browser()
+    uppy = uppy_page_files(tmp_path_factory.mktemp("uppy-bundle"))
+    allowed, foreign, receiver = StaticServer(dict(uppy)), StaticServer(dict(uppy)), HookReceiver()
     tmp = tmp_path_factory.mktemp("cookie-server")
     env = {"TUSWSGI_CORS_ORIGINS": allowed.origin, "TUSWSGI_CORS_ALLOW_CREDENTIALS": "on",
            "TUSWSGI_HOOKS_HTTP": receiver.url, "TUSWSGI_HOOKS_HTTP_FORWARD_HEADERS": "Cookie",
@@ -112,4 +114,44 @@ def test_tus_js_client_from_an_origin_not_allowed_is_blocked_by_the_browser(serv
     with pytest.raises(Exception, match="failed to create upload"):
         tus_upload(page, server, source, retryDelays=None)
     # the preflight named no allowed origin, so the browser never sent the POST
+    assert uploads(server) == before
+
+
+# -- Uppy ------------------------------------------------------------------------------------
+
+def uppy_upload(page, server, origin: StaticServer, file: Path, **tus_options) -> dict:
+    """Upload ``file`` with Uppy's Tus plugin (``withCredentials``) from ``origin``'s page."""
+    page.goto(origin.origin + "/uppy.html")
+    page.wait_for_function("typeof uppyOpen === 'function'")
+    page.evaluate("([endpoint, options]) => uppyOpen(endpoint, options)",
+                  [server.url, {"withCredentials": True, **tus_options}])
+    page.set_input_files("#files", str(file))
+    page.evaluate("uppyStart()")
+    return page.evaluate("window.uppyDone")
+
+
+def test_uppy_uploads_with_the_session_cookie(server, source, page):
+    log_in(page, server)
+    result = uppy_upload(page, server, server.extra["allowed"], source)
+    assert not result["failed"], result
+    url = result["successful"][0][1]
+    assert sha256_file(server.upload_dir / url.rsplit("/", 1)[1]) == sha256_file(source)
+    forwarded = server.extra["receiver"].calls[-1]["headers"].get("Cookie") or ""
+    assert f"session={SESSION}" in forwarded
+
+
+def test_uppy_without_the_cookie_gets_403_from_the_hook(server, source, page):
+    before = uploads(server)
+    result = uppy_upload(page, server, server.extra["allowed"], source, retryDelays=None)
+    assert not result["successful"]
+    events = page.evaluate("window.uppyLog.events")
+    assert [event[3] for event in events if event[0] == "error"] == [403]
+    assert uploads(server) == before
+
+
+def test_uppy_from_an_origin_not_allowed_is_blocked_by_the_browser(server, source, page):
+    log_in(page, server)
+    before = uploads(server)
+    result = uppy_upload(page, server, server.extra["foreign"], source, retryDelays=None)
+    assert not result["successful"] and result["failed"]
     assert uploads(server) == before
