@@ -203,7 +203,10 @@ class Server:
 
 def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
                    env: Optional[dict] = None, args: tuple = (), name: str = "gunicorn",
-                   upload_dir: Optional[Path] = None, port: Optional[int] = None) -> Server:
+                   upload_dir: Optional[Path] = None, port: Optional[int] = None,
+                   app: str = "tuswsgi:app") -> Server:
+    """gunicorn with tuswsgi's worker serving ``app`` (tuswsgi itself, or an application
+    that embeds it)."""
     port = port or free_port()
     upload_dir = upload_dir or tmp_path / "uploads"
     log_path = tmp_path / f"{name}-{port}.log"
@@ -211,7 +214,7 @@ def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
     full_env.pop("TUSWSGI_CONFIG", None)
     command = [sys.executable, "-m", "gunicorn", "-k", "tuswsgi.worker.TusWorker", "-w", str(workers),
                "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
-               *args, "tuswsgi:app"]
+               *args, app]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)

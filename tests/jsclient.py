@@ -1,4 +1,5 @@
-"""Running tests/js/node-client.js (tus-js-client in Node) from the tests."""
+"""Running tests/js/node-client.js (tus-js-client in Node) from the tests, and
+bundling tests/js/uppy-harness.js (Uppy) for the browser with esbuild."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from conftest import ROOT, require_tool
 
 JS = ROOT / "tests" / "js"
 TUS_JS = NODE_MODULES / "tus-js-client" / "dist" / "tus.min.js"
+ESBUILD = NODE_MODULES / ".bin" / "esbuild"
 
 
 def require_node() -> str:
@@ -43,3 +45,17 @@ def stored(server, url: str) -> Path:
 
 def methods(result: dict) -> list[str]:
     return [request[0] for request in result["requests"]]
+
+
+def uppy_page_files(out_dir: Path) -> dict[str, tuple[bytes, str]]:
+    """The Uppy harness page and its bundle (built into ``out_dir``), for a StaticServer."""
+    require_node()
+    require_tool("esbuild and @uppy/* (run `npm ci` in tests/)",
+                 ESBUILD.is_file() and (NODE_MODULES / "@uppy" / "tus").is_dir())
+    bundle = out_dir / "uppy-harness.bundle.js"
+    result = subprocess.run([str(ESBUILD), str(JS / "uppy-harness.js"), "--bundle", "--format=iife",
+                             "--platform=browser", "--target=chrome110", f"--outfile={bundle}"],
+                            capture_output=True, text=True, timeout=120, cwd=JS)
+    assert result.returncode == 0, result.stderr
+    return {"/uppy.html": ((JS / "uppy.html").read_bytes(), "text/html; charset=utf-8"),
+            "/uppy-harness.bundle.js": (bundle.read_bytes(), "text/javascript; charset=utf-8")}

@@ -6,6 +6,9 @@ import pytest
 from conftest import OCTET, TUS, create, data_file, patch
 from werkzeug.test import Client
 
+from tuswsgi import ConfigError, create_app
+from tuswsgi.config import load_config
+
 TUS_REQUEST_HEADERS = (
     "Tus-Resumable", "Upload-Length", "Upload-Offset", "Upload-Defer-Length",
     "Upload-Metadata", "Upload-Concat", "Upload-Checksum", "Content-Type",
@@ -150,3 +153,63 @@ def test_wildcard_needs_no_vary(client):
     response = client.post("/files/", headers={**TUS, "Origin": ORIGIN, "Upload-Length": "1"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert "origin" not in tokens(response.headers.get("Vary", ""))
+
+
+# -- credentials (cookies, HTTP auth) -------------------------------------------------------
+
+@pytest.fixture
+def credentialed(make_app):
+    return Client(make_app(cors_origins="https://a.example", cors_allow_credentials="on"))
+
+
+def assert_credentials_allowed(response, origin=ORIGIN):
+    assert response.headers["Access-Control-Allow-Origin"] == origin  # echoed, never *
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "origin" in tokens(response.headers["Vary"])
+
+
+def test_credentials_are_allowed_on_preflight_and_actual_responses(credentialed, upload_dir):
+    response = preflight(credentialed, "/files/", "POST", request_headers="tus-resumable")
+    assert response.status_code == 204
+    assert_credentials_allowed(response)
+    response = credentialed.post("/files/", headers={**TUS, "Origin": ORIGIN, "Upload-Length": "2",
+                                                     "Cookie": "session=abc"})
+    assert response.status_code == 201
+    assert_credentials_allowed(response)
+    path = "/files/" + response.headers["Location"].rsplit("/", 1)[1]
+    response = patch(credentialed, path, b"ok", 0, Origin=ORIGIN)
+    assert response.status_code == 204
+    assert_credentials_allowed(response)
+    assert_credentials_allowed(credentialed.head(path, headers={**TUS, "Origin": ORIGIN}))
+    assert data_file(upload_dir, path).read_bytes() == b"ok"
+
+
+def test_credentialed_errors_are_readable_by_the_allowed_origin(credentialed):
+    response = credentialed.head("/files/" + "0" * 32, headers={**TUS, "Origin": ORIGIN})
+    assert response.status_code == 404
+    assert_credentials_allowed(response)
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "*"])
+def test_credentials_are_never_allowed_for_another_origin(credentialed, origin):
+    for response in (preflight(credentialed, "/files/", "POST", origin=origin),
+                     credentialed.post("/files/", headers={**TUS, "Origin": origin,
+                                                           "Upload-Length": "1"})):
+        assert "Access-Control-Allow-Origin" not in response.headers
+        assert "Access-Control-Allow-Credentials" not in response.headers
+        assert "origin" in tokens(response.headers["Vary"])
+
+
+def test_credentials_are_off_by_default(restricted):
+    response = restricted.post("/files/", headers={**TUS, "Origin": "https://a.example",
+                                                  "Upload-Length": "1"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
+    assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+@pytest.mark.parametrize("origins", ["*", "https://a.example *"])
+def test_credentials_with_any_origin_is_a_configuration_error(origins, tmp_path):
+    with pytest.raises(ConfigError, match=r"cors_allow_credentials.*cannot be combined"):
+        create_app(upload_dir=str(tmp_path), cors_origins=origins, cors_allow_credentials="on")
+    with pytest.raises(ConfigError, match="cors_allow_credentials"):  # the default is *
+        load_config(None, environ={"TUSWSGI_CORS_ALLOW_CREDENTIALS": "on"})

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 import requests
 from conftest import OCTET, TUS, free_port, sha256_file
+from support import cookieauth
+from support.hookreceiver import HookReceiver
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
@@ -198,58 +198,6 @@ def test_broken_command_hooks(gunicorn_factory, tmp_path):
 
 # -- HTTP hooks -----------------------------------------------------------------------------
 
-class HookReceiver:
-    """A webhook receiver: records every call, answers from a per-event script of
-    ``(status, json answer)`` pairs (the last one repeats), default ``200`` and no body."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-        self.script: dict[str, list[tuple[int, Optional[dict]]]] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                event = json.loads(body)
-                with receiver.lock:
-                    receiver.calls.append({"time": time.monotonic(), "path": self.path,
-                                           "headers": dict(self.headers.items()),
-                                           "event": event})
-                    steps = receiver.script.get(event["Type"]) or [(200, None)]
-                    status, answer = steps.pop(0) if len(steps) > 1 else steps[0]
-                payload = json.dumps(answer).encode() if answer is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/tus-hooks"
-
-    def of_type(self, event_type: str) -> list[dict]:
-        with self.lock:
-            return [call for call in self.calls if call["event"]["Type"] == event_type]
-
-    def types(self) -> list[str]:
-        with self.lock:
-            return [call["event"]["Type"] for call in self.calls]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
     hook_receiver = HookReceiver()
@@ -360,3 +308,29 @@ def test_unreachable_http_hook_fails_only_blocking_events(gunicorn_factory, tmp_
     stored = server.upload_dir / response.headers["Location"].rsplit("/", 1)[1]
     assert stored.read_bytes() == b"abc"
     wait_until(lambda: "post-finish hook failed" in server.log())
+
+
+def test_python_and_http_hooks_both_see_a_forwarded_cookie(gunicorn_factory, receiver, tmp_path):
+    """With ``http_forward_headers = Cookie`` the HTTP hook gets the client's cookie as a
+    header of its own call; the event (what Python hooks get) carries it in every case."""
+    log = tmp_path / "cookies.log"
+    server = http_hooked(gunicorn_factory, receiver, TUSWSGI_HOOKS_HTTP_FORWARD_HEADERS="Cookie",
+                         TUSWSGI_HOOKS_ENABLED="pre-access", **cookieauth.server_env("s3cret", log))
+    source = random_file(tmp_path / "cookie.bin", 200_000)
+    cookie = "theme=dark; session=s3cret"
+    client = tus_client.TusClient(server.url, headers={"Cookie": cookie})
+    uploader = client.uploader(str(source), chunk_size=100_000)
+    uploader.upload()
+    assert sha256_file(server.upload_dir / uploader.url.rsplit("/", 1)[1]) == sha256_file(source)
+    calls = receiver.of_type("pre-access")
+    assert len(calls) == 3  # the POST and two PATCHes
+    for call in calls:
+        assert call["headers"]["Cookie"] == cookie
+        assert call["event"]["Event"]["HTTPRequest"]["Header"]["Cookie"] == [cookie]
+    assert log.read_text().splitlines() == [repr([cookie])] * 3
+
+    stranger = requests.post(server.url, headers={**TUS, "Upload-Length": "1",
+                                                  "Cookie": "session=guess"}, timeout=10)
+    assert stranger.status_code == 403
+    assert "ERR_ACCESS_DENIED" in stranger.text
+    assert receiver.of_type("pre-access")[-1]["headers"]["Cookie"] == "session=guess"

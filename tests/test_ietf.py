@@ -1,4 +1,4 @@
-"""The IETF draft "Resumable Uploads for HTTP" (interop versions 3 to 8), in-process.
+"""The IETF draft "Resumable Uploads for HTTP" (interop versions 3 to 9), in-process.
 
 Every protocol case runs once per interop version; what differs between versions
 (completion header name and polarity, append status, Content-Type on PATCH,
@@ -21,7 +21,7 @@ from werkzeug.test import Client
 
 from tuswsgi import cli
 
-VERSIONS = list(range(3, 9))
+VERSIONS = list(range(3, 10))
 PARTIAL = "application/partial-upload"
 PROBLEM = "https://iana.org/assignments/http-problem-types#"
 
@@ -180,7 +180,7 @@ def test_append_without_completion_header_is_the_last_part_before_7(client, uplo
     assert response.headers["Upload-Length"] == "4"
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 def test_append_must_name_completion_from_7(client, upload_dir, version):
     path = path_of(draft_create(client, version, b"ab"))
     headers = append_headers(version, 2, True)
@@ -191,7 +191,7 @@ def test_append_must_name_completion_from_7(client, upload_dir, version):
     assert data_file(upload_dir, path).read_bytes() == b"ab"
 
 
-@pytest.mark.parametrize("version", [6, 7, 8])
+@pytest.mark.parametrize("version", [6, 7, 8, 9])
 @pytest.mark.parametrize("content_type", [OCTET, "application/octet-stream", None])
 def test_append_needs_partial_upload_content_type_from_6(client, upload_dir, version, content_type):
     path = path_of(draft_create(client, version, b"ab"))
@@ -255,7 +255,7 @@ def test_head_carrying_upload_headers_is_400_before_7(client, version, header):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 def test_head_carrying_upload_offset_is_answered_from_7(client, version):
     path = path_of(draft_create(client, version, b"abc"))
     assert head(client, version, path, Upload_Offset="3").status_code == 204
@@ -266,11 +266,16 @@ def test_head_of_unknown_upload_is_404(client, version):
     assert head(client, version, "/files/" + "0" * 32).status_code == 404
 
 
-def test_get_is_offset_retrieval_in_8_and_a_download_before(client):
-    path = path_of(draft_create(client, 8, b"hello", complete=True))
-    response = client.get(path, headers=draft(8))
+@pytest.mark.parametrize("version", [8, 9])
+def test_get_is_offset_retrieval_from_8_and_a_download_before(client, version):
+    path = path_of(draft_create(client, version, b"hello", complete=True))
+    response = client.get(path, headers=draft(version))
     assert response.status_code == 204
     assert response.headers["Upload-Offset"] == "5"
+    assert response.headers["Upload-Length"] == "5"
+    assert is_complete(version, response)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.get_data() == b""
     for version in range(3, 8):
         download = client.get(path, headers=draft(version))
         assert download.status_code == 200 and download.get_data() == b"hello"
@@ -334,7 +339,7 @@ def test_body_beyond_the_known_length_problem_status_matches_its_type(client, up
     assert response.status_code == body["status"] == 400
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", range(3, 9))
 def test_append_to_a_completed_upload_is_refused(client, upload_dir, version):
     path = path_of(draft_create(client, version, b"done", complete=True))
     for offset, complete in ((4, True), (4, False), (0, True)):
@@ -463,7 +468,7 @@ def test_partial_upload_content_type_on_creation_is_not_metadata(client):
 def test_no_version_but_upload_complete_is_the_latest_draft(client, upload_dir):
     response = client.post("/files/", data=b"abc", headers={"Upload-Complete": "?0"})
     assert response.status_code == 201
-    assert response.headers["Upload-Draft-Interop-Version"] == "8"
+    assert response.headers["Upload-Draft-Interop-Version"] == "9"
     assert response.headers["Upload-Complete"] == "?0"
     path = path_of(response)
     last = client.patch(path, data=b"def", headers={
@@ -485,7 +490,7 @@ def test_no_version_offset_retrieval_follows_tus_rules(client):
     assert response.headers["Upload-Offset"] == "3"
 
 
-@pytest.mark.parametrize("value", ["2", "9", "abc", "", "8.0", "-3"])
+@pytest.mark.parametrize("value", ["2", "10", "abc", "", "8.0", "-3"])
 @pytest.mark.parametrize("method", ["POST", "HEAD", "PATCH", "DELETE"])
 def test_unsupported_interop_versions_are_400(client, upload_dir, value, method):
     existing = path_of(draft_create(client, 8, b"abc"))
@@ -650,3 +655,143 @@ def test_expiry_in_upload_limit_never_grows(make_app):
     first = limits(head(client, 8, path))["max-age"]
     time.sleep(1.1)
     assert limits(head(client, 8, path))["max-age"] <= first
+
+
+# -- interop 9: Upload-Complete says who answered --------------------------------------------
+
+def test_409_in_9_says_upload_complete_false_with_the_offset(client, upload_dir):
+    path = path_of(draft_create(client, 9, b"abcd"))
+    response = draft_append(client, 9, path, b"XX", 2, complete=True)
+    assert response.status_code == 409
+    assert response.headers["Upload-Complete"] == "?0"
+    assert response.headers["Upload-Offset"] == "4"
+    assert problem(response)["type"] == PROBLEM + "mismatching-upload-offset"
+    # the same for a finished upload: the 409 is the protocol's answer, not the target's
+    draft_append(client, 9, path, b"ef", 4, complete=True)
+    response = draft_append(client, 9, path, b"abcdef", 0, complete=True)
+    assert response.status_code == 409
+    assert response.headers["Upload-Complete"] == "?0"
+    assert response.headers["Upload-Offset"] == "6"
+    assert problem(response)["expected-offset"] == 6
+    assert data_file(upload_dir, path).read_bytes() == b"abcdef"
+
+
+def test_append_to_a_finished_upload_in_9_replays_or_refuses_without_completed_upload(
+        client, upload_dir):
+    path = path_of(draft_create(client, 9, b"done", complete=True))
+    for complete in (True, False):
+        response = draft_append(client, 9, path, b"more", 4, complete)
+        assert response.status_code == 400
+        body = problem(response)
+        assert (body["type"], body["code"]) == ("about:blank", "ERR_UPLOAD_COMPLETED")
+        assert response.headers["Upload-Complete"] == "?0"
+    for _ in range(2):  # the client lost the final response: it gets it again
+        replay = draft_append(client, 9, path, b"", 4, complete=True)
+        assert replay.status_code == 200
+        assert replay.headers["Upload-Complete"] == "?1"
+        assert (replay.headers["Upload-Offset"], replay.headers["Upload-Length"]) == ("4", "4")
+    assert data_file(upload_dir, path).read_bytes() == b"done"
+
+
+@pytest.mark.parametrize("case", ["inconsistent-length", "append-too-large", "content-type",
+                                  "no-completion", "max-size"])
+def test_protocol_errors_on_creation_and_append_say_upload_complete_false_in_9(
+        make_app, upload_dir, case):
+    client = Client(make_app(max_size="1K", max_append_size="100"))
+    path = path_of(draft_create(client, 9, b"abc", Upload_Length="10"))
+    before = uploads(upload_dir)
+    if case == "inconsistent-length":
+        response = draft_append(client, 9, path, b"de", 3, complete=True)
+    elif case == "append-too-large":
+        response = draft_append(client, 9, path, b"x" * 101, 3, complete=False)
+    elif case == "content-type":
+        response = draft_append(client, 9, path, b"de", 3, False, **{"Content-Type": OCTET})
+    elif case == "no-completion":
+        response = client.patch(path, data=b"de", headers={
+            **draft(9, Upload_Offset="3"), "Content-Type": PARTIAL})
+    else:
+        response = client.post("/files/", headers=draft(9, Upload_Complete="?0",
+                                                       Upload_Length="1025"))
+    assert 400 <= response.status_code < 500
+    assert response.headers["Upload-Complete"] == "?0"
+    if response.status_code == 413:  # a limit was violated: the limits come with it
+        assert limits(response)["max-append-size"] == 100
+    assert uploads(upload_dir) == before
+    assert data_file(upload_dir, path).read_bytes() == b"abc"
+
+
+def test_protocol_errors_before_9_carry_no_completion_header(make_app):
+    client = Client(make_app(max_append_size="100"))
+    path = path_of(draft_create(client, 8, b"abc"))
+    response = draft_append(client, 8, path, b"x" * 101, 3, complete=False)
+    assert response.status_code == 413
+    assert "Upload-Complete" not in response.headers
+
+
+@pytest.mark.parametrize("body", [b"", b"x" * 300])
+def test_max_append_size_applies_to_creation_in_9_empty_creations_exempt(make_app, upload_dir,
+                                                                          body):
+    client = Client(make_app(max_size="1M", max_append_size="200"))
+    response = client.post("/files/", data=body, headers=draft(
+        9, Upload_Complete="?0", Upload_Length="1000"))
+    if not body:  # no content: nothing to limit, whatever the announced length
+        assert response.status_code == 201
+        assert response.headers["Upload-Complete"] == "?0"
+        assert limits(response)["max-append-size"] == 200
+        return
+    assert response.status_code == 413
+    assert problem(response)["code"] == "ERR_APPEND_TOO_LARGE"
+    assert response.headers["Upload-Complete"] == "?0"
+    assert limits(response)["max-append-size"] == 200
+    assert uploads(upload_dir) == []
+
+
+def test_options_in_9_carries_upload_limit_even_without_limits(make_app):
+    client = Client(make_app(expiration="0"))
+    for target in ("/files/", "/files/" + "0" * 32):
+        response = client.options(target, headers=draft(9))
+        assert response.status_code == 204
+        assert response.headers["Upload-Limit"] == "min-size=0"
+
+
+def test_incremental_header_is_allowed_and_ignored(make_app, upload_dir):
+    client = Client(make_app(cors_origins="https://a.example"))
+    preflight = client.options("/files/", headers={
+        "Origin": "https://a.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "incremental, upload-complete"})
+    assert "incremental" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = draft_create(client, 9, b"abc", complete=True, Incremental="?1")
+    assert response.headers["Upload-Complete"] == "?1"
+    assert data_file(upload_dir, path_of(response)).read_bytes() == b"abc"
+
+
+def test_pre_create_refusal_is_the_targets_early_answer_in_9(hooked, upload_dir):
+    """An early 400 from the application carries ?1: the client must not resume."""
+    _app, client = hooked
+    hookfns.ANSWERS["pre-create"] = {"RejectUpload": True}
+    response = client.post("/files/", data=b"abc", headers=draft(9, Upload_Complete="?0",
+                                                                 Upload_Length="10"))
+    assert response.status_code == 400
+    assert response.headers["Upload-Complete"] == "?1"
+    assert uploads(upload_dir) == []
+
+
+def test_pre_finish_refusal_completes_the_upload_in_9(hooked, upload_dir):
+    """The application refusing the finished representation answers with ?1, and the
+    upload is then complete: more bytes are refused, an empty completing append asks
+    the application again and gets the same answer."""
+    _app, client = hooked
+    hookfns.ANSWERS["pre-finish"] = {"HTTPResponse": {"StatusCode": 422, "Body": "virus found"}}
+    path = path_of(draft_create(client, 9, b"abc"))
+    response = draft_append(client, 9, path, b"def", 3, complete=True)
+    assert (response.status_code, response.get_data()) == (422, b"virus found")
+    assert response.headers["Upload-Complete"] == "?1"
+    state = head(client, 9, path)
+    assert state.headers["Upload-Complete"] == "?1"
+    assert (state.headers["Upload-Offset"], state.headers["Upload-Length"]) == ("6", "6")
+    refused = draft_append(client, 9, path, b"ghi", 6, complete=True)
+    assert refused.status_code == 400
+    assert refused.headers["Upload-Complete"] == "?0"
+    again = draft_append(client, 9, path, b"", 6, complete=True)
+    assert (again.status_code, again.headers["Upload-Complete"]) == (422, "?1")
+    assert data_file(upload_dir, path).read_bytes() == b"abcdef"

@@ -161,6 +161,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve finished uploads with GET (Range, ETag, safe Content-Disposition)."),
     Setting("cors_origins", "*", parse_list,
             "Origins allowed by CORS, separated by commas or spaces; * allows any."),
+    Setting("cors_allow_credentials", "off", parse_bool,
+            "Let browsers send cookies and HTTP auth cross-origin (Access-Control-Allow-Credentials); "
+            "needs cors_origins to list the origins, not *."),
     Setting("behind_proxy", "off", parse_bool,
             "Trust X-Forwarded-* and Forwarded headers to build Location URLs."),
     Setting("network_timeout", "60s", parse_positive_duration,
@@ -300,4 +303,14 @@ def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.e
             values[setting.name] = _parse(setting.name, environ[env_name], env_name)
     for name, raw in overrides.items():
         values[name] = _parse(name, raw, "create_app()")
+    _check_combinations(values)
     return Config(values, source)
+
+
+def _check_combinations(values: Mapping[str, Any]) -> None:
+    """Settings that are valid alone but not together."""
+    if values["cors_allow_credentials"] and "*" in values["cors_origins"]:
+        # browsers refuse credentialed responses to `*`, and echoing any origin
+        # instead would let every site act with the user's cookies
+        raise ConfigError("cors_allow_credentials = on needs cors_origins to list the allowed "
+                          "origins; * cannot be combined with credentials")

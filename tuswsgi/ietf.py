@@ -1,5 +1,5 @@
 """The IETF draft "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload),
-interop versions 3 to 8, beside tus 1.0.0 on the same endpoint.
+interop versions 3 to 9, beside tus 1.0.0 on the same endpoint.
 
 Every draft header is read and written here; the uploads themselves are ordinary
 ones of :class:`~tuswsgi.service.UploadService`, so hooks, metrics, limits,
@@ -14,6 +14,13 @@ What differs between interop versions (``Upload-Draft-Interop-Version``):
       ``Upload-Limit`` with ``expires``
 7-8   PATCH must say ``Upload-Complete``; an incomplete append answers 204 with
       ``Upload-Complete: ?0``, the completing one 200 with ``?1``; ``max-age``
+9     (the editor's copy after draft -11) ``Upload-Complete`` on a creation or
+      append response says whether it comes from the target resource: ``?1``
+      on the completing answer and on the application's refusals (pre-create,
+      pre-finish), ``?0`` on every protocol error (a 409 always); no
+      ``completed-upload`` problem type (an append to a finished upload is a
+      409 at another offset, a 400 with bytes, a replay of the final 200 when
+      empty); ``Incremental`` may be sent and is ignored
 ====  =======================================================================
 
 A request with no interop version but with ``Upload-Complete``/``Upload-Incomplete``
@@ -41,8 +48,8 @@ from .responses import Response
 from .service import UploadService
 from .store import UploadInfo
 
-SUPPORTED_VERSIONS = range(3, 9)
-LATEST_VERSION = 8
+SUPPORTED_VERSIONS = range(3, 10)
+LATEST_VERSION = 9
 PARTIAL_UPLOAD_TYPE = "application/partial-upload"
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#"
 
@@ -51,12 +58,17 @@ PROBLEM_TYPES = {
     "ERR_MISMATCHED_OFFSET": "mismatching-upload-offset",
     "ERR_INCONSISTENT_LENGTH": "inconsistent-upload-length",
     "ERR_SIZE_EXCEEDED": "inconsistent-upload-length",
-    "ERR_UPLOAD_COMPLETED": "completed-upload",
+    "ERR_UPLOAD_COMPLETED": "completed-upload",  # before interop 9 only
 }
+
+#: Errors that are the target resource's own answer (the application refused the
+#: upload), not the upload protocol's: from interop 9 they carry ``Upload-Complete: ?1``,
+#: telling the client not to resume.
+TARGET_ERRORS = frozenset({"ERR_UPLOAD_REJECTED"})
 
 #: Draft request headers a browser may send (CORS) and response headers it may read.
 ALLOWED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
-                   "Upload-Offset", "Upload-Length", "Content-Disposition")
+                   "Upload-Offset", "Upload-Length", "Content-Disposition", "Incremental")
 EXPOSED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
                    "Upload-Limit", "Upload-Offset", "Upload-Length", "Location")
 
@@ -75,7 +87,8 @@ def interop_version(request: Request) -> Optional[int]:
         raw = raw.strip()
         if _SF_INTEGER.fullmatch(raw) and int(raw) in SUPPORTED_VERSIONS:
             return int(raw)
-        raise TusError("ERR_UNSUPPORTED_INTEROP_VERSION", f"got {raw[:20]!r}; supported 3 to 8",
+        raise TusError("ERR_UNSUPPORTED_INTEROP_VERSION",
+                       f"got {raw[:20]!r}; supported {SUPPORTED_VERSIONS[0]} to {LATEST_VERSION}",
                        headers=[("Upload-Draft-Interop-Version", str(LATEST_VERSION))])
     if "Upload-Complete" in request.headers or "Upload-Incomplete" in request.headers \
             or request.mimetype == PARTIAL_UPLOAD_TYPE:
@@ -244,6 +257,8 @@ class IetfHandlers:
         body = request_body(request, self.config.network_timeout)
         current = self.service.get(upload_id)
         if current.is_complete and current.finished:
+            if version >= 9:
+                return self._append_to_finished(current, offset, body)
             return self._append_to_completed(version, current, offset, body)
         try:
             info = self.service.append(
@@ -269,6 +284,18 @@ class IetfHandlers:
                             headers=self._state_headers(version, info))
         raise TusError("ERR_UPLOAD_COMPLETED", f"upload finished at {info.offset} bytes")
 
+    def _append_to_finished(self, info: UploadInfo, offset: int, body) -> Response:
+        """Interop 9 has no completed-upload problem: the offset rule holds as for any
+        append (409), an empty append at the end gets the final response again (the
+        client lost it), and more bytes are refused like any invalid append."""
+        if offset != info.offset:
+            error = TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}")
+            error.provided_offset = offset
+            raise error
+        if body is not None:
+            raise TusError("ERR_UPLOAD_COMPLETED", f"upload finished at {info.offset} bytes")
+        return Response(status=200, headers=self._state_headers(9, info))
+
     # -- cancellation ------------------------------------------------------------------
     def delete(self, request: Request, version: int, upload_id: str) -> Response:
         self._reject_upload_headers(request, version, "cancellation")
@@ -276,32 +303,47 @@ class IetfHandlers:
         return Response(status=204)
 
     # -- errors --------------------------------------------------------------------------
-    def error_response(self, error: TusError, version: int, upload_id: Optional[str]) -> Response:
+    def error_response(self, error: TusError, version: int, upload_id: Optional[str],
+                       method: str) -> Response:
         """The error as ``application/problem+json``, with the draft's headers."""
         status = 400 if error.error_code == "ERR_SIZE_EXCEEDED" else error.code  # the draft's
         problem: dict = {"type": "about:blank", "title": error.description,
                          "status": status, "code": error.error_code}
         headers = [("Upload-Draft-Interop-Version", str(version))]
         kind = PROBLEM_TYPES.get(error.error_code)
-        if kind:
+        if kind and not (version >= 9 and kind == "completed-upload"):
             problem["type"] = PROBLEM_TYPE + kind
         if error.error_code == "ERR_MISMATCHED_OFFSET" and upload_id is not None:
-            try:
-                info = self.service.get(upload_id)
-            except TusError:
-                info = None
+            info = self._current(upload_id)
             if info is not None:
                 problem["expected-offset"] = info.offset
                 problem["provided-offset"] = getattr(error, "provided_offset", None)
-                headers += [("Upload-Offset", str(info.offset)),
-                            self._complete_header(version, info.is_complete)]
+                headers.append(("Upload-Offset", str(info.offset)))
+                if version < 9:  # from 9 the completion header says who answered, below
+                    headers.append(self._complete_header(version, info.is_complete))
         if status == 413:
             headers.append(("Upload-Limit", self.upload_limit(version)))
+        completion = self._error_completion(error, version, method)
         if error.body is not None:  # a hook chose the answer
-            return error.get_response()
+            response = error.get_response()
+            response.headers.extend(completion)
+            return response
         headers += [(k, v) for k, v in error.extra_headers if k.lower() != "content-type"]
-        return Response(json.dumps(problem), status=status,
-                        headers=headers, content_type="application/problem+json")
+        return Response(json.dumps(problem), status=status, headers=headers + completion,
+                        content_type="application/problem+json")
+
+    def _current(self, upload_id: str) -> Optional[UploadInfo]:
+        try:
+            return self.service.get(upload_id)
+        except TusError:
+            return None
+
+    def _error_completion(self, error: TusError, version: int, method: str) -> list:
+        """Interop 9: an error answering a creation or an append says whether it is the
+        target resource's answer (``?1``: do not resume) or the protocol's (``?0``)."""
+        if version < 9 or method not in ("POST", "PATCH"):
+            return []
+        return [self._complete_header(version, error.error_code in TARGET_ERRORS)]
 
 
 def _disposition_filename(value: Optional[str]) -> Optional[str]:

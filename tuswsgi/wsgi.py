@@ -110,7 +110,8 @@ class TusApp:
             version = interop_version(request)
             upload_id = args.get("upload_id")
             if version is not None:
-                render = functools.partial(self._render_ietf, version=version, upload_id=upload_id)
+                render = functools.partial(self._render_ietf, version=version,
+                                           upload_id=upload_id, method=method)
             elif method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
             self._authorize(request, method, upload_id)
@@ -129,8 +130,9 @@ class TusApp:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return TusError("ERR_INTERNAL").get_response(), "ERR_INTERNAL"
 
-    def _render_ietf(self, error: TusError, version: int, upload_id: Optional[str]) -> Response:
-        return self.ietf.error_response(error, version, upload_id)
+    def _render_ietf(self, error: TusError, version: int, upload_id: Optional[str],
+                     method: str) -> Response:
+        return self.ietf.error_response(error, version, upload_id, method)
 
     def _serve_extra(self, request: Request, endpoint: str, args: dict) -> Response:
         """The upload page, its assets, and the metrics."""
@@ -192,6 +194,8 @@ class TusApp:
         if allowed is not None:
             headers += [("Access-Control-Allow-Origin", allowed),
                         ("Access-Control-Expose-Headers", _EXPOSED)]
+            if self.config.cors_allow_credentials:  # never with `*`: the config refuses it
+                headers.append(("Access-Control-Allow-Credentials", "true"))
         return headers
 
     def _preflight_headers(self) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser and tus-js-client tests: Chromium (Debian's), Playwright for Python (it
-# drives /usr/bin/chromium; no browser download), node + tus-js-client from tests/.
+# drives /usr/bin/chromium; no browser download), node + tus-js-client, Uppy and esbuild
+# (which bundles the Uppy test page when the tests run) from tests/package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

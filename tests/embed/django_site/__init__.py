@@ -1,0 +1,1 @@
+"""A Django project with tuswsgi mounted at /uploads (the README's Django recipe)."""
