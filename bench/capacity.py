@@ -195,10 +195,12 @@ class SlowUpload:
         self.started = self.patch_at = self.answered_at = 0.0
         self.retry_after = False
 
-    def push(self, chunk: int) -> None:
-        """Owe ``chunk`` more bytes and send what the socket takes now: the body
-        keeps its rate when it can and falls behind (never ahead) when it cannot."""
-        self.owed += chunk
+    def push(self, now: float, params: Params) -> None:
+        """Send what the schedule owes by now (``chunk`` per ``every`` since the
+        PATCH began) as far as the socket takes it: a late turn sends more, so
+        the rate holds; a server that does not read makes the body fall behind."""
+        due = params.chunk * (1 + int((now - self.patch_at) / params.every))
+        self.owed = due - self.sent
         try:
             sent = self.conn.sock.send(client.PAYLOAD[:min(self.owed, len(client.PAYLOAD))])
         except BlockingIOError:
@@ -249,22 +251,22 @@ async def hold_upload(addr: tuple[str, int], upload: SlowUpload, gate: asyncio.S
 
 
 async def tick(uploads: list[SlowUpload], params: Params, lags: list[tuple[float, float]]) -> None:
-    """Every ``every/SLICES`` seconds, one slice of the uploads sends its chunk;
-    how late each turn ran is kept (a late client shows here)."""
+    """Every ``every/SLICES`` seconds one slice of the uploads sends what it owes.
+    How late each turn ran is kept (a client that cannot keep up shows there);
+    a late turn still yields, and the schedule resumes from now."""
     slices = [uploads[i::SLICES] for i in range(SLICES)]
     step = params.every / SLICES
     due = time.monotonic()
     turn = 0
     while True:
         due += step
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
         now = time.monotonic()
         lags.append((now, now - due))
+        due = max(due, now - step)
         for upload in slices[turn % SLICES]:
             if upload.state == "streaming":
-                upload.push(params.chunk)
+                upload.push(now, params)
         turn += 1
 
 
@@ -583,7 +585,16 @@ class ZeroConfigTuswsgi(run.GunicornServer):
                  "PYTHONPATH": ROOT, "TUSWSGI_CONFIG": ""})
 
 
-CLASSES = {"tuswsgi": run.TuswsgiServer, "@tus/server": run.NodeServer, "ceiling": run.CeilingServer}
+class EventCeiling(run.CeilingServer):
+    """bench/nullserver.py in its epoll mode: thousands of threads would make
+    the threaded null server, not the client, the limit."""
+
+    def command(self) -> tuple[list[str], dict]:
+        cmd, env = super().command()
+        return [*cmd, "--events"], env
+
+
+CLASSES = {"tuswsgi": run.TuswsgiServer, "@tus/server": run.NodeServer, "ceiling": EventCeiling}
 
 
 def body_capacity(threads: int) -> int:
@@ -670,7 +681,9 @@ def fmt(value: Any, digits: int = 0) -> str:
 
 
 def probe_cell(probe: dict) -> str:
-    """p50/p99/max ms, and how many did not succeed."""
+    """p50/p99/max ms, and how many did not succeed; "-" when none was made."""
+    if not probe["count"]:
+        return "-"
     cell = f"{fmt(probe['p50'])}/{fmt(probe['p99'])}/{fmt(probe['max'])}"
     return cell + (f" ({probe['failed']} fail)" if probe["failed"] else "")
 
