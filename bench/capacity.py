@@ -626,8 +626,9 @@ def one_row(server: run.Server, n: int, params: Params) -> dict:
 
 
 def run_capacity(storage: run.Storage, logdir: str, names: list[str], ns: list[int],
-                 params: Params, quick: bool) -> dict:
-    """Every row of the capacity benchmark; returns the rows and the table text."""
+                 params: Params, quick: bool, skip: tuple[str, ...] = ()) -> dict:
+    """Every row of the capacity benchmark but those in ``skip`` (``twice``,
+    ``zero-config``); returns the rows and the table text."""
     raise_fd_limit()
     rows = []
     for i, n in enumerate(ns):
@@ -637,11 +638,12 @@ def run_capacity(storage: run.Storage, logdir: str, names: list[str], ns: list[i
             logfile = os.path.join(logdir, f"cap-{name.replace('/', '_')}-{n}.log")
             rows.append(one_row(CLASSES[name](directory, logfile), n, params))
     twice = zero = None
-    if "tuswsgi" in names:
+    if "tuswsgi" in names and "twice" not in skip:
         threads = 100 if quick else 200
         capacity = body_capacity(threads)
         server = SmallTuswsgi(storage.dir("cap-twice"), os.path.join(logdir, "cap-twice.log"), threads)
         twice = {**one_row(server, 2 * capacity, params), "capacity": capacity, "threads": threads}
+    if "tuswsgi" in names and "zero-config" not in skip:
         server = ZeroConfigTuswsgi(storage.dir("cap-zero"), os.path.join(logdir, "cap-zero.log"))
         zero = one_row(server, 20, params)
     result = {"rows": rows, "twice_capacity": twice, "zero_config": zero, "system": system_limits(),
@@ -779,6 +781,7 @@ def main() -> int:
     parser.add_argument("--steady", type=float, help="seconds of the measured phase (12; quick 4)")
     parser.add_argument("--servers", default="tuswsgi,@tus/server,ceiling",
                         help="comma-separated subset of tuswsgi,@tus/server,ceiling")
+    parser.add_argument("--skip", default="", help="comma-separated rows to leave out: twice,zero-config")
     args = parser.parse_args()
     params = QUICK if args.quick else Params()
     changes = {k: v for k, v in (("chunk", args.chunk), ("every", args.every), ("steady", args.steady)) if v}
@@ -796,7 +799,7 @@ def main() -> int:
     seconds = params.ramp_timeout + params.settle + params.steady + 10
     storage = run.Storage("tmpfs", int(max(ns) * params.chunk / params.every * seconds))
     try:
-        result = run_capacity(storage, logdir, names, ns, params, args.quick)
+        result = run_capacity(storage, logdir, names, ns, params, args.quick, tuple(args.skip.split(",")))
     finally:
         storage.close()
     print(result["table"])
