@@ -15,8 +15,9 @@ In one run, on the same storage and with the same client (bench/client.py):
 
 Servers are started fresh and alternated every round; medians are reported.
 A "scaling with work" section then compares tuswsgi's HEAD, POST and PATCH
-rates with 10 uploads in the directory against 100,000 (10,000 in --quick).
-Results: a table on stdout and bench/results/<date>.json.
+rates with 10 uploads in the directory against 100,000 (10,000 in --quick),
+and bench/capacity.py measures many slow uploads held open at once
+(``--no-capacity`` skips it).  Results: a table on stdout and bench/results/<date>.json.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class Server:
 
     name = "?"
     multi_worker = False
+    cwd = SCRATCH
 
     def __init__(self, directory: str, logfile: str) -> None:
         self.directory, self.logfile = directory, logfile
@@ -164,7 +166,7 @@ class Server:
     def start(self) -> None:
         cmd, env = self.command()
         with open(self.logfile, "ab") as out:
-            self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=SCRATCH,
+            self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=self.cwd,
                                          stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         deadline = time.time() + 60
@@ -507,6 +509,15 @@ def scaling_table(result: dict, sz: dict) -> str:
     return "\n".join(lines)
 
 
+def run_capacity(storage: Storage, logdir: str, names: list[str], quick: bool) -> dict:
+    """bench/capacity.py's rows for the servers of this run that it knows."""
+    import capacity  # imported here: it builds on this module
+
+    mine = [name for name in names if name in capacity.CLASSES]
+    return capacity.run_capacity(storage, logdir, mine, list(capacity.QUICK_N if quick else capacity.FULL_N),
+                                 capacity.QUICK if quick else capacity.Params(), quick)
+
+
 def _node_package_version(name: str) -> Optional[str]:
     try:
         with open(os.path.join(SCRATCH, "node", "node_modules", "@tus", name, "package.json")) as handle:
@@ -549,6 +560,8 @@ def main() -> int:
     parser.add_argument("--servers", default="tuswsgi,sink,@tus/server,ceiling",
                         help="comma-separated subset of tuswsgi,sink,@tus/server,ceiling")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling-with-work section")
+    parser.add_argument("--no-capacity", action="store_true",
+                        help="skip the capacity section (bench/capacity.py: many slow uploads at once)")
     args = parser.parse_args()
     sz = dict(QUICK if args.quick else FULL)
     rounds = args.rounds or sz["rounds"]
@@ -586,6 +599,8 @@ def main() -> int:
         scale = None
         if not args.no_scaling and "tuswsgi" in names:
             scale = scaling(storage, sz, rounds, logdir)
+        capacity = None if args.no_capacity or "tuswsgi" not in names else \
+            run_capacity(storage, logdir, names, args.quick)
     finally:
         storage.close()
 
@@ -604,13 +619,15 @@ def main() -> int:
             table(medians, sz, names)]
     if scale:
         text += ["", "Scaling with work (tuswsgi only):", "", scaling_table(scale, sz)]
+    if capacity:
+        text += ["", capacity["table"]]
     text.append(f"\n(run took {time.time() - started:.0f}s; server logs in {logdir})")
     print("\n".join(text))
     output = os.path.join(RESULTS, f"{stamp}{'-quick' if args.quick else ''}.json")
     with open(output, "w") as handle:
         json.dump({"env": env, "mode": "quick" if args.quick else "full", "rounds": rounds,
                    "storage": storage.description, "sizes": sz, "medians": medians, "runs": raw,
-                   "scaling": scale, "table": "\n".join(text)}, handle, indent=1)
+                   "scaling": scale, "capacity": capacity, "table": "\n".join(text)}, handle, indent=1)
     print(f"JSON: {os.path.relpath(output, ROOT)}")
     return 0
 
