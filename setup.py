@@ -20,7 +20,7 @@ setup(
     ],
     extras_require={
         "metrics": ["prometheus_client>=0.17"],
-        "test": ["pytest>=7", "tuspy>=1.0", "requests>=2.28", "ruff", "prometheus_client>=0.17",
+        "test": ["pytest>=7", "tuspy>=1.0", "requests>=2.28", "ruff", "mypy", "prometheus_client>=0.17",
                  "playwright>=1.40", "flask>=2.3", "django>=4.2"],
     },
     entry_points={"console_scripts": ["tuswsgi = tuswsgi.cli:main"]},

@@ -1,7 +1,7 @@
 """Fill an upload directory with N uploads in tuswsgi's store format, directly.
 
 Faster than N POSTs: for each upload, ``<id>`` (the data, empty) and
-``<id>.info`` (the JSON record of tuswsgi.store.UploadInfo.to_record()).
+``<id>.info`` (the JSON record of tuswsgi.upload.UploadInfo.to_record()).
 Used by the "scaling with work" section of bench/run.py::
 
     python bench/populate.py DIR N [LENGTH]

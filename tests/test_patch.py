@@ -108,3 +108,21 @@ def test_body_over_max_append_size_is_413_and_nothing_is_written(make_app, uploa
     assert data_file(upload_dir, path).read_bytes() == b""
     assert patch(client, path, b"y" * 4096, 0).headers["Upload-Offset"] == "4096"
     assert data_file(upload_dir, path).read_bytes() == b"y" * 4096
+
+
+def test_a_patch_checks_its_upload_id_once(client, monkeypatch):
+    """The dispatcher checks the ID against the pattern; everything after it gets
+    a checked UploadId and never builds a path from unchecked text."""
+    from tuswsgi import upload as upload_module
+    path = create(client, 10)
+    real = upload_module.UPLOAD_ID
+    checks = []
+
+    class Counting:
+        def fullmatch(self, text):
+            checks.append(text)
+            return real.fullmatch(text)
+
+    monkeypatch.setattr(upload_module, "UPLOAD_ID", Counting())
+    assert patch(client, path, b"0123456789", 0).status_code == 204
+    assert checks == [path.rsplit("/", 1)[1]]

@@ -13,16 +13,13 @@ import pytest
 from tuswsgi import store as store_module
 from tuswsgi.store import (
     FileStore,
-    InvalidUploadId,
     OffsetMismatch,
     StorageFailed,
     StorageFull,
     UploadGone,
-    UploadInfo,
     UploadNotFound,
-    check_upload_id,
-    new_upload_id,
 )
+from tuswsgi.upload import InvalidUploadId, UploadInfo, check_upload_id, new_upload_id
 
 
 @pytest.fixture

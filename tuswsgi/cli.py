@@ -14,7 +14,8 @@ from .config import SETTINGS, ConfigError, load_config
 from .hooks import hooks_from_config
 from .protocol import decode_metadata
 from .service import UploadService
-from .store import InvalidUploadId, UploadInfo, UploadNotFound, check_upload_id
+from .store import UploadNotFound
+from .upload import InvalidUploadId, UploadInfo, check_upload_id
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

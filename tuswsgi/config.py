@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from .events import EVENTS
+
 SECTION = "tuswsgi"
 ENV_PREFIX = "TUSWSGI_"
 CONFIG_ENV = "TUSWSGI_CONFIG"
@@ -86,7 +88,6 @@ def parse_fsync(text: str) -> str:
 
 
 def parse_events(text: str) -> tuple[str, ...]:
-    from .hooks import EVENTS
     names = parse_list(text)
     unknown = [name for name in names if name not in EVENTS]
     if unknown:

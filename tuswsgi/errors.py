@@ -76,17 +76,29 @@ _EXTRA_STATUS_PHRASES = {460: "Checksum Mismatch"}
 
 
 class TusError(HTTPException):
-    """An error response with a stable code; ``detail`` adds request specifics."""
+    """An error response with a stable code; ``detail`` adds request specifics.
+
+    ``upload_id`` names the upload a refused creation request did create (its
+    bytes are kept: the client is told where, with ``Location``);
+    ``expected_offset`` and ``provided_offset`` describe an offset mismatch.
+    """
+
+    code: int
 
     def __init__(self, code: str, detail: Optional[str] = None,
                  headers: Optional[Iterable[tuple[str, str]]] = None, *,
-                 status: Optional[int] = None, body: Optional[str] = None) -> None:
+                 status: Optional[int] = None, body: Optional[str] = None,
+                 upload_id: Optional[str] = None, expected_offset: Optional[int] = None,
+                 provided_offset: Optional[int] = None) -> None:
         default_status, message = ERRORS[code]
         super().__init__(description=f"{message} ({detail})" if detail else message)
         self.code = status or default_status
         self.error_code = code
         self.extra_headers = list(headers or ())
         self.body = body  # a hook's own text replaces the standard body
+        self.upload_id = upload_id
+        self.expected_offset = expected_offset
+        self.provided_offset = provided_offset
 
     @property
     def name(self) -> str:  # type: ignore[override]

@@ -9,13 +9,10 @@ from werkzeug.wrappers import Request
 
 from .body import CONNECTION_KEY, RequestBody
 from .errors import TusError
-from .hooks import RequestInfo
 from .protocol import parse_uint
 
 #: Seconds a client refused for want of capacity is told to wait (Retry-After).
 RETRY_AFTER = 2
-#: WSGI environ key under which the dispatcher leaves the request's hook view.
-HOOK_REQUEST_KEY = "tuswsgi.hook_request"
 
 
 def request_body(request: Request, network_timeout: float) -> Optional[RequestBody]:
@@ -52,8 +49,3 @@ def upload_url(request: Request, base_path: str, upload_id: str) -> str:
     """The absolute URL of an upload, honouring the script name (and, through
     ProxyFix, the public scheme, host and prefix)."""
     return f"{request.scheme}://{request.host}{request.script_root}{base_path}{upload_id}"
-
-
-def hook_request(request: Request) -> Optional[RequestInfo]:
-    """What hooks see of the request, when hooks are configured."""
-    return request.environ.get(HOOK_REQUEST_KEY)

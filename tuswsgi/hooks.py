@@ -29,14 +29,12 @@ from typing import Any, Callable, Optional
 
 from .config import ConfigError
 from .errors import TusError
+from .events import EVENTS
 from .protocol import decode_metadata
-from .store import UploadInfo
+from .upload import UploadInfo
 
 log = logging.getLogger("tuswsgi.hooks")
 
-EVENTS = ("pre-access", "pre-create", "post-create", "post-receive", "pre-finish",
-          "post-finish", "pre-terminate", "post-terminate")
-BLOCKING = frozenset({"pre-access", "pre-create", "pre-finish", "pre-terminate"})
 
 
 class HookError(Exception):

@@ -42,11 +42,12 @@ from werkzeug.wrappers import Request
 
 from .body import RequestBody
 from .errors import TusError
-from .frontend import hook_request, request_body, send_interim, upload_url
+from .frontend import request_body, send_interim, upload_url
+from .hooks import RequestInfo
 from .protocol import encode_metadata, is_media_type, parse_metadata
 from .responses import Response
-from .service import UploadService
-from .store import UploadInfo
+from .service import UploadRequest, UploadService
+from .upload import UploadInfo
 
 SUPPORTED_VERSIONS = range(3, 10)
 LATEST_VERSION = 9
@@ -178,7 +179,8 @@ class IetfHandlers:
                 ("Accept-Patch", PARTIAL_UPLOAD_TYPE)]
 
     # -- creation ----------------------------------------------------------------
-    def post(self, request: Request, version: int, upload_id: Optional[str] = None) -> Response:
+    def post(self, request: Request, hook: Optional[RequestInfo], version: int,
+             upload_id: Optional[str] = None) -> Response:
         complete = self._request_complete(request, version, required=True)
         length = parse_sf_integer(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
         body = request_body(request, self.config.network_timeout)
@@ -188,22 +190,16 @@ class IetfHandlers:
                            f"Upload-Length {length}, body of {body.length} bytes")
         if complete and body is None:
             length = 0 if length is None else length
-        try:
-            info = self.service.create(
-                length=length, metadata=self._metadata(request), body=body, complete=complete,
-                on_created=lambda info: self._send_104(request, version, info),
-                req=hook_request(request))
-        except TusError as error:
-            if getattr(error, "upload_id", None):  # cut short: tell where the bytes are
-                error.extra_headers.append(
-                    ("Location", upload_url(request, self.config.base_path, error.upload_id)))
-            raise
-        response = Response(status=201, headers=self._state_headers(version, info))
-        response.headers["Location"] = upload_url(request, self.config.base_path, info.id)
-        response.headers.extend(info.hook_headers)
+        outcome = self.service.create(
+            UploadRequest(body=body, length=length, complete=complete,
+                          metadata=self._metadata(request), hook=hook),
+            on_created=lambda info: self._send_104(request, version, info))
+        response = Response(status=201, headers=self._state_headers(version, outcome.info))
+        response.headers["Location"] = upload_url(request, self.config.base_path, outcome.info.id)
+        response.headers.extend(outcome.headers.items())
         return response
 
-    def _metadata(self, request: Request) -> list:
+    def _metadata(self, request: Request) -> list[tuple[str, Optional[str]]]:
         """tus-style ``Upload-Metadata`` (tus-js-client sends it) plus the draft's
         representation metadata: ``Content-Type`` → ``filetype``,
         ``Content-Disposition`` filename → ``filename``."""
@@ -236,9 +232,10 @@ class IetfHandlers:
         send_interim(request, head)
 
     # -- offset retrieval ----------------------------------------------------------
-    def head(self, request: Request, version: int, upload_id: str) -> Response:
+    def head(self, request: Request, hook: Optional[RequestInfo], version: int,
+             upload_id: str) -> Response:
         self._reject_upload_headers(request, version, "offset retrieval")
-        info = self.service.head(upload_id, req=hook_request(request))
+        info = self.service.head(upload_id, UploadRequest(hook=hook))
         response = Response(status=204, headers=self._state_headers(version, info))
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -246,7 +243,8 @@ class IetfHandlers:
     get = head  # the latest draft allows GET for offset retrieval
 
     # -- append ----------------------------------------------------------------------
-    def patch(self, request: Request, version: int, upload_id: str) -> Response:
+    def patch(self, request: Request, hook: Optional[RequestInfo], version: int,
+              upload_id: str) -> Response:
         if version >= 6 and request.mimetype != PARTIAL_UPLOAD_TYPE:
             raise TusError("ERR_INVALID_PARTIAL_UPLOAD_TYPE")
         offset = parse_sf_integer(request.headers.get("Upload-Offset"), "ERR_INVALID_OFFSET")
@@ -260,22 +258,18 @@ class IetfHandlers:
             if version >= 9:
                 return self._append_to_finished(current, offset, body)
             return self._append_to_completed(version, current, offset, body)
-        try:
-            info = self.service.append(
-                upload_id, offset, body or RequestBody.empty(),
-                declare_length=length, complete=complete, req=hook_request(request))
-        except TusError as error:
-            error.provided_offset = offset  # for the mismatching-upload-offset problem
-            raise
+        outcome = self.service.append(upload_id, UploadRequest(
+            body=body, offset=offset, length=length, complete=complete, hook=hook))
+        info = outcome.info
         # interop 3-6 answer appends with 201; from 7 a completing append gets the
         # target's own answer (200) and an incomplete one 204
         status = (200 if info.is_complete else 204) if version >= 7 else 201
         response = Response(status=status, headers=self._state_headers(version, info))
-        response.headers.extend(info.hook_headers)
+        response.headers.extend(outcome.headers.items())
         return response
 
     def _append_to_completed(self, version: int, info: UploadInfo, offset: int,
-                             body) -> Response:
+                             body: Optional[RequestBody]) -> Response:
         """A client that lost the final response may repeat an empty completing
         append (tus-js-client does when HEAD gave no length): it gets the state.
         Anything else would change a finished upload and is refused."""
@@ -284,22 +278,23 @@ class IetfHandlers:
                             headers=self._state_headers(version, info))
         raise TusError("ERR_UPLOAD_COMPLETED", f"upload finished at {info.offset} bytes")
 
-    def _append_to_finished(self, info: UploadInfo, offset: int, body) -> Response:
+    def _append_to_finished(self, info: UploadInfo, offset: int,
+                            body: Optional[RequestBody]) -> Response:
         """Interop 9 has no completed-upload problem: the offset rule holds as for any
         append (409), an empty append at the end gets the final response again (the
         client lost it), and more bytes are refused like any invalid append."""
         if offset != info.offset:
-            error = TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}")
-            error.provided_offset = offset
-            raise error
+            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}",
+                           expected_offset=info.offset, provided_offset=offset)
         if body is not None:
             raise TusError("ERR_UPLOAD_COMPLETED", f"upload finished at {info.offset} bytes")
         return Response(status=200, headers=self._state_headers(9, info))
 
     # -- cancellation ------------------------------------------------------------------
-    def delete(self, request: Request, version: int, upload_id: str) -> Response:
+    def delete(self, request: Request, hook: Optional[RequestInfo], version: int,
+               upload_id: str) -> Response:
         self._reject_upload_headers(request, version, "cancellation")
-        self.service.terminate(upload_id, req=hook_request(request))
+        self.service.terminate(upload_id, UploadRequest(hook=hook))
         return Response(status=204)
 
     # -- errors --------------------------------------------------------------------------
@@ -317,7 +312,7 @@ class IetfHandlers:
             info = self._current(upload_id)
             if info is not None:
                 problem["expected-offset"] = info.offset
-                problem["provided-offset"] = getattr(error, "provided_offset", None)
+                problem["provided-offset"] = error.provided_offset
                 headers.append(("Upload-Offset", str(info.offset)))
                 if version < 9:  # from 9 the completion header says who answered, below
                     headers.append(self._complete_header(version, info.is_complete))

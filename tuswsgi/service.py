@@ -1,23 +1,25 @@
 """Upload operations shared by every protocol front-end.
 
-The tus handlers (and any later front-end, such as the IETF draft) parse their
-headers, then call these methods with plain values.  Here live the rules that
-do not depend on the wire format: limits, locking and hand-over, offsets,
-deferred lengths, checksums, concatenation, expiration, hooks, metrics and
-upload event logs, and the translation of store failures into the error table.
-No file paths and no header names.
+A front-end (tus 1.0.0, the IETF draft) reads its headers into one
+:class:`UploadRequest` and hands it over whole.  Here live the rules that do not
+depend on the wire format: limits (decided by :mod:`tuswsgi.plan`), locking and
+hand-over, checksums, concatenation, expiration, hooks, metrics and upload event
+logs, and the translation of store failures into the error table.  No file paths
+and no header names; an operation returns an :class:`Outcome`, the upload plus
+the response headers a hook asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hmac
 import logging
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator, Optional, Protocol
 
 from .body import BodyInterrupted, BodyMalformed, BodyTimeout, ClientGone, RequestBody
 from .config import Config
@@ -26,29 +28,57 @@ from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
 from .locking import LockTimeout, UploadLocker
 from .logs import log_event
 from .metrics import Metrics
+from .plan import Append, AppendPlan, Limits, Upload, check_size, plan_append, settle_length
 from .protocol import encode_metadata, new_hasher
 from .store import (
-    UPLOAD_ID,
     ChunkRefused,
     FileStore,
-    InvalidUploadId,
     OffsetMismatch,
     StorageFailed,
     StorageFull,
     UploadGone,
-    UploadInfo,
     UploadNotFound,
-    check_upload_id,
-    new_upload_id,
 )
+from .upload import UPLOAD_ID, InvalidUploadId, UploadId, UploadInfo, check_upload_id, new_upload_id
 
 log = logging.getLogger("tuswsgi")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Checksum:
     algorithm: str
     digest: bytes
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """What a front-end read from one request, in the service's terms.
+
+    ``offset``: where the body goes (appends); ``length``: the upload's length,
+    given at creation or declared now; ``complete``: the body ends the upload (the
+    IETF draft's ``Upload-Complete: ?1``); ``hook``: what hooks see of the request.
+    """
+
+    body: Optional[RequestBody] = None
+    offset: int = 0
+    length: Optional[int] = None
+    complete: bool = False
+    checksum: Optional[Checksum] = None
+    metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    concat: Optional[str] = None
+    hook: Optional[RequestInfo] = None
+
+
+@dataclass
+class Outcome:
+    """An upload after an operation, and headers a ``pre-finish`` hook added."""
+
+    info: UploadInfo
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    def read(self, size: int) -> bytes: ...
 
 
 class UploadService:
@@ -61,6 +91,7 @@ class UploadService:
         self.store = FileStore(config.upload_dir, expiration=config.expiration,
                                gone_retention=config.gone_retention, fsync=config.fsync)
         self.locker = UploadLocker(self.store.directory)
+        self.limits = Limits(config.max_size, config.max_append_size)
         self._next_sweep = time.monotonic() + min(config.cleanup_interval or 0, 60)
         self._sweep_lock = threading.Lock()
 
@@ -78,23 +109,23 @@ class UploadService:
     def locked(self, upload_id: str, body: Optional[RequestBody] = None) -> Iterator[UploadInfo]:
         """Hold the upload's lock (taking it over from an older request) and yield it."""
         try:
-            known = self.store.exists(check_upload_id(upload_id))
+            checked = check_upload_id(upload_id)
         except InvalidUploadId:
-            known = False
-        if not known:  # 404 before touching any lock file
+            raise TusError("ERR_NOT_FOUND") from None
+        if not self.store.exists(checked):  # 404 before touching any lock file
             raise TusError("ERR_NOT_FOUND")
         on_stop = body.interrupt if body is not None else None
         try:
-            with self.locker.hold(upload_id, self.config.lock_timeout, on_stop) as handed_over:
+            with self.locker.hold(checked, self.config.lock_timeout, on_stop) as handed_over:
                 if handed_over:
                     self.metrics.lock_event("handover")
-                self.store.recover(upload_id)
-                yield self.get(upload_id)
+                self.store.recover(checked)
+                yield self.get(checked)
         except LockTimeout:
             self.metrics.lock_event("timeout")
             raise TusError("ERR_UPLOAD_LOCKED") from None
 
-    def head(self, upload_id: str, req: Optional[RequestInfo] = None) -> UploadInfo:
+    def head(self, upload_id: str, req: UploadRequest) -> UploadInfo:
         """Current state; an older request still writing is asked to stop first,
         so the offset reported is the one a resume must use.
 
@@ -104,60 +135,58 @@ class UploadService:
         with self.locked(upload_id) as info:
             if info.is_complete and not info.finished:
                 try:
-                    self._finish(info, req)
+                    self._finish(info, req.hook)
                 except (TusError, OSError) as exc:
                     log.error("finishing %s failed again: %s", upload_id, exc)
             return info
 
     # -- hooks -------------------------------------------------------------
     def _hook_event(self, event_type: str, info: Optional[UploadInfo],
-                    req: Optional[RequestInfo]) -> dict:
+                    hook: Optional[RequestInfo]) -> dict:
         path = self.store.path(info.id) if info is not None and info.id else None
-        return self.hooks.event(event_type, info, req, path)
+        return self.hooks.event(event_type, info, hook, path)
 
     def _blocking_hook(self, event_type: str, info: Optional[UploadInfo],
-                       req: Optional[RequestInfo]) -> HookAnswer:
+                       hook: Optional[RequestInfo]) -> HookAnswer:
         if not self.hooks.wants(event_type):
             return HookAnswer()
         try:
-            return self.hooks.call(event_type, self._hook_event(event_type, info, req))
+            return self.hooks.call(event_type, self._hook_event(event_type, info, hook))
         except HookError as exc:
             raise TusError("ERR_HOOK_FAILED", f"{event_type}: {exc}") from None
 
-    def _notify(self, event_type: str, info: UploadInfo, req: Optional[RequestInfo],
-                on_answer=None) -> None:
+    def _notify(self, event_type: str, info: UploadInfo, hook: Optional[RequestInfo],
+                on_answer: Optional[Callable[[HookAnswer], None]] = None) -> None:
         if self.hooks.wants(event_type):
-            self.hooks.notify(event_type, self._hook_event(event_type, info, req), on_answer)
+            self.hooks.notify(event_type, self._hook_event(event_type, info, hook), on_answer)
 
-    def authorize(self, req: RequestInfo, upload_id: Optional[str]) -> None:
+    def authorize(self, hook: RequestInfo, upload_id: Optional[str]) -> None:
         """The ``pre-access`` hook, before any body is read: may refuse the request."""
         if not self.hooks.wants("pre-access"):
             return
         info = self.get(upload_id) if upload_id is not None else None
-        answer = self._blocking_hook("pre-access", info, req)
+        answer = self._blocking_hook("pre-access", info, hook)
         if answer.reject_upload or answer.reject_access or (answer.status or 0) >= 400:
             raise answer.rejection("ERR_ACCESS_DENIED", 403)
 
     # -- creation ----------------------------------------------------------
-    def create(self, *, length: Optional[int], metadata: list, concat: Optional[str] = None,
-               body: Optional[RequestBody] = None, checksum: Optional[Checksum] = None,
-               complete: bool = False, on_created: Optional[Callable[[UploadInfo], None]] = None,
-               req: Optional[RequestInfo] = None) -> UploadInfo:
-        """Create an upload, and store ``body`` in it when the request carries one.
+    def create(self, req: UploadRequest,
+               on_created: Optional[Callable[[UploadInfo], None]] = None) -> Outcome:
+        """Create an upload, and store the request's body in it when there is one.
 
         A body refused as a whole (too long, failed checksum) leaves no upload
         behind; a body cut short keeps its bytes, and the error names the upload
         (``error.upload_id``) so the client can be told where to resume.
         ``on_created`` runs between the two, e.g. to send an interim response.
         """
-        info = self._create(length, metadata, concat, req)
-        if body is None and not complete:
-            return info
+        info = self._create(req)
+        if req.body is None and not req.complete:
+            return Outcome(info)
         if on_created is not None:
             on_created(info)
+        append = dataclasses.replace(req, offset=0, length=None, body=req.body or RequestBody.empty())
         try:
-            return self.append(info.id, 0, body or RequestBody.empty(), checksum=checksum,
-                               complete=complete, req=req)
+            return self.append(info.id, append)
         except TusError as error:
             if error.error_code in REFUSED_BODY_CODES:
                 self.discard(info.id)
@@ -165,67 +194,55 @@ class UploadService:
                 error.upload_id = info.id
             raise
 
-    def _create(self, length: Optional[int], metadata: list, concat: Optional[str],
-                req: Optional[RequestInfo]) -> UploadInfo:
-        self.check_size(length)
-        info = UploadInfo(id="", length=length, metadata=metadata, concat=concat)
-        self._pre_create(info, req)
+    def _create(self, req: UploadRequest) -> UploadInfo:
+        check_size(req.length, self.limits)
+        info = UploadInfo(id="", length=req.length, metadata=req.metadata, concat=req.concat)
+        self._pre_create(info, req.hook)
         try:
             self.store.create(info)
         except FileExistsError:
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
             raise storage_error(exc) from None
-        self._created(info, req)
+        self._created(info, req.hook)
         return info
 
-    def _pre_create(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+    def _pre_create(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         """Run ``pre-create``: it may refuse, or choose the ID and the metadata."""
-        answer = self._blocking_hook("pre-create", info, req)
+        answer = self._blocking_hook("pre-create", info, hook)
         if answer.reject_upload or (answer.status or 0) >= 400:
             raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
         if answer.change_metadata is not None:
             info.metadata = encode_metadata(answer.change_metadata)
         if answer.change_id is not None and not UPLOAD_ID.fullmatch(answer.change_id):
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an invalid upload ID")
-        info.id = answer.change_id or new_upload_id()
+        info.id = UploadId(answer.change_id) if answer.change_id else new_upload_id()
 
-    def _created(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
+    def _created(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
         self.metrics.upload_event("created")
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
-        self._notify("post-create", info, req)
-        if info.is_complete:
-            self._finish(info, req)
+        self._notify("post-create", info, hook)
+        return self._finish(info, hook) if info.is_complete else {}
 
-    def _finish(self, info: UploadInfo, req: Optional[RequestInfo]) -> None:
-        """``pre-finish`` (may refuse and add response headers), then ``post-finish``."""
-        answer = self._blocking_hook("pre-finish", info, req)
+    def _finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        """``pre-finish`` (may refuse, and add response headers), then ``post-finish``;
+        returns the headers."""
+        answer = self._blocking_hook("pre-finish", info, hook)
         if (answer.status or 0) >= 400:
             raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-        info.hook_headers = answer.headers
         self.store.mark_finished(info)
         self.metrics.upload_event("finished")
         log_event("upload.finished", upload=info.id, length=info.length)
-        self._notify("post-finish", info, req)
+        self._notify("post-finish", info, hook)
+        return answer.headers
 
-    def concatenate(self, part_ids: list[str], metadata: list,
-                    req: Optional[RequestInfo] = None) -> UploadInfo:
-        parts = []
-        for part_id in part_ids:
-            try:
-                part = self.store.get(check_upload_id(part_id))
-            except (UploadNotFound, UploadGone, InvalidUploadId):
-                raise TusError("ERR_INVALID_CONCAT", f"unknown upload {part_id[:40]!r}") from None
-            if part.concat != "partial":
-                raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not a partial upload")
-            if not part.is_complete:
-                raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
-            parts.append(part)
+    def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
+        parts = [self._part(part_id) for part_id in part_ids]
         length = sum(part.length or 0 for part in parts)
-        self.check_size(length)
-        info = UploadInfo(id="", length=length, metadata=metadata, concat="final",
+        check_size(length, self.limits)
+        info = UploadInfo(id="", length=length, metadata=req.metadata, concat="final",
                           parts=[part.id for part in parts])
-        self._pre_create(info, req)
+        self._pre_create(info, req.hook)
         try:
             self.store.concatenate(info, parts)
         except FileExistsError:
@@ -233,118 +250,96 @@ class UploadService:
         except OSError as exc:
             self.store.forget(info.id)
             raise storage_error(exc) from None
-        self._created(info, req)
-        return info
+        return Outcome(info, self._created(info, req.hook))
+
+    def _part(self, part_id: str) -> UploadInfo:
+        """A finished partial upload, for a concatenation."""
+        try:
+            part = self.store.get(check_upload_id(part_id))
+        except (UploadNotFound, UploadGone, InvalidUploadId):
+            raise TusError("ERR_INVALID_CONCAT", f"unknown upload {part_id[:40]!r}") from None
+        if part.concat != "partial":
+            raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not a partial upload")
+        if not part.is_complete:
+            raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
+        return part
 
     def check_size(self, length: Optional[int]) -> None:
-        if length is not None and self.config.max_size and length > self.config.max_size:
-            raise TusError("ERR_MAX_SIZE_EXCEEDED", f"limit {self.config.max_size} bytes")
+        check_size(length, self.limits)
 
     def discard(self, upload_id: str) -> None:
         """Remove a just-created upload whose creation body was refused."""
-        with self.locker.hold(upload_id, self.config.lock_timeout):
+        with self.locker.hold(check_upload_id(upload_id), self.config.lock_timeout):
             self.store.forget(upload_id)
 
     # -- appending ---------------------------------------------------------
-    def append(self, upload_id: str, offset: int, body: RequestBody, *,
-               declare_length: Optional[int] = None, checksum: Optional[Checksum] = None,
-               complete: bool = False, req: Optional[RequestInfo] = None) -> UploadInfo:
-        """Append the body at ``offset`` under the upload's lock.
+    def append(self, upload_id: str, req: UploadRequest) -> Outcome:
+        """Append the request's body at ``req.offset`` under the upload's lock.
 
-        ``complete`` says the body ends the upload (the IETF draft's
-        ``Upload-Complete: ?1``): the length becomes the offset it reaches.
         Fires ``post-receive`` while bytes arrive (its answer can stop the upload),
         and ``pre-finish``/``post-finish`` when this request completes the upload.
         """
+        body = req.body or RequestBody.empty()
         started = time.monotonic()
         with self.locked(upload_id, body) as info, self.metrics.writing():
             start = info.offset
             try:
-                self._append_locked(info, offset, body, declare_length, checksum, complete, req)
+                self._append_locked(info, body, req)
             finally:
                 self.metrics.received(info.offset - start)
                 if info.offset != start:
-                    self._notify("post-receive", info, req)
+                    self._notify("post-receive", info, req.hook)
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
-            if info.is_complete and not info.finished:
-                self._finish(info, req)
-            return info
+            headers = self._finish(info, req.hook) if info.is_complete and not info.finished else {}
+            return Outcome(info, headers)
 
-    def _append_locked(self, info: UploadInfo, offset: int, body: RequestBody,
-                       declare_length: Optional[int], checksum: Optional[Checksum],
-                       complete: bool, req: Optional[RequestInfo]) -> None:
-        if info.concat == "final":
-            raise TusError("ERR_UPLOAD_IS_FINAL")
-        if offset != info.offset:
-            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {info.offset}, request says {offset}")
-        length = info.length
-        if declare_length is not None:
-            length = self._check_declared_length(info, declare_length)
-        if complete and body.length is not None:
-            final = offset + body.length
-            if length is not None and final != length:
-                raise TusError("ERR_INCONSISTENT_LENGTH", f"length is {length}, body ends at {final}")
-            length = self._check_declared_length(info, final)
-        limit = self._room(info.offset, length)
-        cap = self.config.max_append_size
-        if cap and body.length is not None and body.length > cap:
-            raise TusError("ERR_APPEND_TOO_LARGE", f"{body.length} bytes sent, {cap} allowed")
-        if body.length is not None and body.length > limit:
-            raise TusError("ERR_SIZE_EXCEEDED" if length is not None else "ERR_MAX_SIZE_EXCEEDED",
-                           f"{body.length} bytes sent, {limit} allowed")
-        if cap:
-            limit = min(limit, cap)
-        source, verify = body, None
-        if checksum is not None:
-            source = _HashingReader(body, checksum.algorithm)
-            verify = source.verifier(checksum.digest)
-        if self.hooks.wants("post-receive"):
-            source = _ProgressReader(source, self.config.hooks_progress_interval,
-                                     lambda received: self._progress(info, received, body, req))
-        self._write(info, source, limit, verify)
+    def _append_locked(self, info: UploadInfo, body: RequestBody, req: UploadRequest) -> None:
+        upload = Upload(info.offset, info.length, is_final=info.concat == "final")
+        plan = plan_append(upload, Append(req.offset, body.length, req.length, req.complete), self.limits)
+        source, verify = self._source(info, body, req, plan)
+        self._write(info, source, plan.limit, verify, req.offset)
         if body.is_chunked and body.has_more():
-            self.store.truncate(info, offset)
-            code = "ERR_APPEND_TOO_LARGE" if limit == cap else "ERR_SIZE_EXCEEDED"
-            raise TusError(code, f"body is larger than the {limit} bytes allowed")
-        if complete and length is None:
-            length = self._check_declared_length(info, info.offset)
+            self.store.truncate(info, req.offset)
+            raise TusError(plan.overflow, f"body is larger than the {plan.limit} bytes allowed")
+        length = plan.length
+        if req.complete and length is None:  # a chunked body that ends the upload
+            length = settle_length(upload, info.offset, self.limits)
         if info.length is None and length is not None:
             self.store.declare_length(info, length)  # only once the body was accepted
 
+    def _source(self, info: UploadInfo, body: RequestBody, req: UploadRequest,
+                plan: AppendPlan) -> tuple[Source, Optional[Callable[[], Optional[str]]]]:
+        """What the store copies from: the body, hashed for a checksum, reported
+        to ``post-receive`` hooks; and the checksum's verdict for the store."""
+        source: Source = body
+        verify = None
+        if req.checksum is not None:
+            hashing = _HashingReader(body, req.checksum.algorithm)
+            source, verify = hashing, hashing.verifier(req.checksum.digest, plan.overflow)
+        if self.hooks.wants("post-receive"):
+            source = _ProgressReader(source, self.config.hooks_progress_interval,
+                                     lambda received: self._progress(info, received, body, req.hook))
+        return source, verify
+
     def _progress(self, info: UploadInfo, received: int, body: RequestBody,
-                  req: Optional[RequestInfo]) -> None:
+                  hook: Optional[RequestInfo]) -> None:
         """A throttled ``post-receive``; ``StopUpload`` in its answer ends the request."""
-        snapshot = UploadInfo(**{**info.__dict__, "offset": info.offset + received})
+        snapshot = dataclasses.replace(info, offset=info.offset + received)
 
         def on_answer(answer: HookAnswer) -> None:
             if answer.stop_upload:
                 body.interrupt("stopped")
-        self._notify("post-receive", snapshot, req, on_answer)
+        self._notify("post-receive", snapshot, hook, on_answer)
 
-    def _check_declared_length(self, info: UploadInfo, length: int) -> int:
-        if info.length is not None:
-            if length != info.length:
-                raise TusError("ERR_LENGTH_ALREADY_SET")
-            return length
-        if length < info.offset:
-            raise TusError("ERR_LENGTH_TOO_SMALL", f"{info.offset} bytes already received")
-        self.check_size(length)
-        return length
-
-    def _room(self, offset: int, length: Optional[int]) -> int:
-        if length is not None:
-            return length - offset
-        if self.config.max_size:
-            return self.config.max_size - offset
-        return 1 << 62
-
-    def _write(self, info: UploadInfo, source, limit: int, verify) -> None:
+    def _write(self, info: UploadInfo, source: Source, limit: int,
+               verify: Optional[Callable[[], Optional[str]]], offset: int) -> None:
         start = info.offset
         try:
             self.store.append(info, source, limit, verify)
         except OffsetMismatch as exc:
-            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {exc.actual}") from None
+            raise TusError("ERR_MISMATCHED_OFFSET", f"upload is at {exc.actual}",
+                           expected_offset=exc.actual, provided_offset=offset) from None
         except ChunkRefused as exc:
             raise TusError(exc.reason) from None
         except StorageFull:
@@ -372,18 +367,18 @@ class UploadService:
         return TusError(code, f"kept {info.offset - start} bytes, upload is at {info.offset}")
 
     # -- termination and download ------------------------------------------
-    def terminate(self, upload_id: str, req: Optional[RequestInfo] = None) -> None:
+    def terminate(self, upload_id: str, req: UploadRequest) -> None:
         with self.locked(upload_id) as info:
-            answer = self._blocking_hook("pre-terminate", info, req)
+            answer = self._blocking_hook("pre-terminate", info, req.hook)
             if answer.reject_termination or (answer.status or 0) >= 400:
                 raise answer.rejection("ERR_TERMINATION_REJECTED", 400)
             try:
-                self.store.terminate(upload_id)
+                self.store.terminate(info.id)
             except OSError as exc:
                 raise storage_error(exc) from None
         self.metrics.upload_event("terminated")
         log_event("upload.terminated", upload=upload_id, offset=info.offset)
-        self._notify("post-terminate", info, req)
+        self._notify("post-terminate", info, req.hook)
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -473,7 +468,7 @@ _INTERRUPTION_CODES = {"handover": "ERR_UPLOAD_INTERRUPTED", "shutdown": "ERR_SE
 class _ProgressReader:
     """Calls ``report(received)`` at most every ``interval`` seconds while reading."""
 
-    def __init__(self, source, interval: float, report) -> None:
+    def __init__(self, source: Source, interval: float, report: Callable[[int], None]) -> None:
         self._source = source
         self._interval = interval
         self._report = report
@@ -501,11 +496,11 @@ class _HashingReader:
         self._hasher.update(data)
         return data
 
-    def verifier(self, expected: bytes) -> Callable[[], Optional[str]]:
+    def verifier(self, expected: bytes, overflow: str) -> Callable[[], Optional[str]]:
         """The store's ``verify``: the error code that refuses the chunk, or ``None``."""
         def verify() -> Optional[str]:
             if self._body.is_chunked and self._body.has_more():
-                return "ERR_SIZE_EXCEEDED"
+                return overflow
             if not hmac.compare_digest(self._hasher.digest(), expected):
                 return "ERR_CHECKSUM_MISMATCH"
             return None

@@ -21,19 +21,16 @@ import errno
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from threading import Lock
 from typing import Callable, Iterator, Optional, Protocol
 
+from .upload import UPLOAD_ID, UploadId, UploadInfo, check_upload_id
+
 log = logging.getLogger("tuswsgi")
 
-#: Generated IDs are 32 hex digits; hooks may choose others of this shape.  No dot,
-#: so no ID can name a sidecar file, and no slash, so no ID can leave the directory.
-UPLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 BLOCK_SIZE = 1 << 20
 _INFO_CACHE_SIZE = 4096
 
@@ -56,10 +53,6 @@ class OffsetMismatch(StoreError):
         self.actual = actual
 
 
-class InvalidUploadId(StoreError):
-    pass
-
-
 class StorageFull(StoreError):
     """The disk has no room; the upload was truncated to what was fully written."""
 
@@ -78,62 +71,6 @@ class StorageFailed(StoreError):
 
 class Readable(Protocol):
     def read(self, size: int) -> bytes: ...
-
-
-@dataclass
-class UploadInfo:
-    """What the store knows about an upload.  ``offset`` and ``modified`` come
-    from the data file, everything else from ``.info``."""
-
-    id: str
-    length: Optional[int]
-    metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
-    created: float = 0.0
-    concat: Optional[str] = None  # "partial", "final" or None
-    parts: list[str] = field(default_factory=list)
-    offset: int = 0
-    modified: float = 0.0
-    gone_since: Optional[float] = None
-    #: Set once the application accepted the finished upload (pre-finish passed).
-    finished: bool = False
-    expires: Optional[float] = None
-    #: Headers a pre-finish hook asked to add to the response; never stored.
-    hook_headers: dict = field(default_factory=dict)
-
-    @property
-    def is_deferred(self) -> bool:
-        return self.length is None
-
-    @property
-    def is_complete(self) -> bool:
-        return self.length is not None and self.offset >= self.length
-
-    @property
-    def is_gone(self) -> bool:
-        return self.gone_since is not None
-
-    def to_record(self) -> dict:
-        return {"id": self.id, "length": self.length, "metadata": self.metadata,
-                "created": self.created, "concat": self.concat, "parts": self.parts,
-                "gone_since": self.gone_since, "finished": self.finished}
-
-    @classmethod
-    def from_record(cls, record: dict) -> UploadInfo:
-        return cls(id=record["id"], length=record["length"],
-                   metadata=[(k, v) for k, v in record["metadata"]],
-                   created=record["created"], concat=record.get("concat"),
-                   parts=list(record.get("parts") or ()), gone_since=record.get("gone_since"),
-                   finished=bool(record.get("finished")))
-
-
-def new_upload_id() -> str:
-    return secrets.token_hex(16)
-
-
-def check_upload_id(upload_id: str) -> str:
-    if not UPLOAD_ID.fullmatch(upload_id):
-        raise InvalidUploadId(upload_id[:40])
-    return upload_id
 
 
 class _InfoCache:
@@ -184,16 +121,18 @@ class FileStore:
         if info.is_gone:
             raise UploadGone(upload_id)
         try:
-            stat = os.stat(self.path(upload_id))
+            self._observe(info, os.stat(self.path(upload_id)))
         except FileNotFoundError:
             raise UploadNotFound(upload_id) from None
+        if info.expires is not None and info.expires <= time.time():
+            raise UploadGone(upload_id)
+        return info
+
+    def _observe(self, info: UploadInfo, stat: os.stat_result) -> None:
+        """Offset and times from the data file: the size is the offset."""
         info.offset = stat.st_size
         info.modified = stat.st_mtime
-        if self.expiration and not info.is_complete:
-            info.expires = max(info.created, info.modified) + self.expiration
-            if info.expires <= time.time():
-                raise UploadGone(upload_id)
-        return info
+        info.expires = info.expires_at(self.expiration)
 
     def exists(self, upload_id: str) -> bool:
         """Whether the upload (or its tombstone) is known: one ``stat``."""
@@ -228,7 +167,7 @@ class FileStore:
             for entry in entries:
                 name = entry.name
                 if name.endswith(".info") and UPLOAD_ID.fullmatch(name[:-5]):
-                    yield name[:-5]
+                    yield UploadId(name[:-5])
 
     def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> list[str]:
         """Remove files a crash left behind: a data file whose creation never wrote
@@ -280,8 +219,7 @@ class FileStore:
             _unlink(data_path)
             raise
         info.modified = info.created
-        if self.expiration and not info.is_complete:
-            info.expires = info.created + self.expiration
+        info.expires = info.expires_at(self.expiration)
         return info
 
     def mark_finished(self, info: UploadInfo) -> None:
@@ -318,8 +256,7 @@ class FileStore:
         info.offset = size + written
         if written:
             info.modified = time.time()
-            if info.expires is not None:
-                info.expires = info.modified + self.expiration
+        info.expires = info.expires_at(self.expiration)
         return written
 
     def _copy_tentative(self, fd: int, upload_id: str, source: Readable, limit: int, size: int,
@@ -477,16 +414,14 @@ class FileStore:
         """The upload as stored, tombstones and expired uploads included (for tools)."""
         info = self._read_info(upload_id)
         try:
-            stat = os.stat(self.path(upload_id))
-            info.offset, info.modified = stat.st_size, stat.st_mtime
+            self._observe(info, os.stat(self.path(upload_id)))
         except FileNotFoundError:
             info.modified = info.gone_since or info.created
-        if self.expiration and not info.is_complete and not info.is_gone:
-            info.expires = max(info.created, info.modified) + self.expiration
+            info.expires = info.expires_at(self.expiration)
         return info
 
     def is_expired(self, info: UploadInfo, now: float) -> bool:
-        return not info.is_gone and info.expires is not None and info.expires <= now
+        return info.expires is not None and info.expires <= now
 
     def is_forgettable(self, info: UploadInfo, now: float) -> bool:
         return info.is_gone and (info.gone_since or 0) + self.gone_retention <= now

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime, timezone
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.http import http_date
 from werkzeug.wrappers import Request
@@ -19,7 +21,8 @@ from werkzeug.wsgi import wrap_file
 
 from .body import RequestBody
 from .errors import TusError
-from .frontend import hook_request, request_body, upload_url
+from .frontend import request_body, upload_url
+from .hooks import RequestInfo
 from .protocol import (
     PATCH_CONTENT_TYPE,
     SUPPORTED_VERSIONS,
@@ -32,8 +35,8 @@ from .protocol import (
     serialize_metadata,
 )
 from .responses import Response
-from .service import Checksum, UploadService
-from .store import UploadInfo
+from .service import Checksum, Outcome, UploadRequest, UploadService
+from .upload import UploadInfo
 
 #: Media types a browser may show inline; anything else downloads as an attachment
 #: (an HTML or SVG upload rendered on our origin could run script).
@@ -76,7 +79,8 @@ class TusHandlers:
         return Response(status=204, headers=self.discovery_headers)
 
     # -- POST ------------------------------------------------------------------
-    def post(self, request: Request, upload_id: Optional[str] = None) -> Response:
+    def post(self, request: Request, hook: Optional[RequestInfo],
+             upload_id: Optional[str] = None) -> Response:
         headers = request.headers
         metadata = parse_metadata(headers.get("Upload-Metadata"), self.config.max_metadata_size)
         concat, part_urls = parse_concat(headers.get("Upload-Concat"))
@@ -87,24 +91,19 @@ class TusHandlers:
             if body is not None:
                 raise TusError("ERR_UPLOAD_IS_FINAL", "a final upload takes no body")
             part_ids = [self._id_from_url(request, url) for url in part_urls]
-            info = self.service.concatenate(part_ids, metadata, req=hook_request(request))
-            return self._created(request, info)
+            outcome = self.service.concatenate(part_ids, UploadRequest(metadata=metadata, hook=hook))
+            return self._created(request, outcome)
         length = self._creation_length(headers)
         self.service.check_size(length)
         if body is not None and length is not None and body.length is not None \
                 and body.length > length:
             raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
         checksum = self._checksum(request) if body is not None else None
-        try:
-            info = self.service.create(length=length, metadata=metadata, concat=concat,
-                                       body=body, checksum=checksum, req=hook_request(request))
-        except TusError as error:
-            if getattr(error, "upload_id", None):  # cut short: tell where the bytes are
-                error.extra_headers.append(("Location", self._location(request, error.upload_id)))
-            raise
-        return self._created(request, info)
+        outcome = self.service.create(UploadRequest(
+            body=body, length=length, checksum=checksum, metadata=metadata, concat=concat, hook=hook))
+        return self._created(request, outcome)
 
-    def _creation_length(self, headers) -> Optional[int]:
+    def _creation_length(self, headers: Headers) -> Optional[int]:
         length = parse_uint(headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
         defer = headers.get("Upload-Defer-Length")
         if defer is not None and defer != "1":
@@ -115,15 +114,16 @@ class TusHandlers:
             raise TusError("ERR_LENGTH_AND_DEFER")
         return length
 
-    def _created(self, request: Request, info: UploadInfo) -> Response:
-        response = Response(status=201, headers=[*self._expires(info), *info.hook_headers.items()])
+    def _created(self, request: Request, outcome: Outcome) -> Response:
+        info = outcome.info
+        response = Response(status=201, headers=[*self._expires(info), *outcome.headers.items()])
         response.headers["Location"] = self._location(request, info.id)
         response.headers["Upload-Offset"] = str(info.offset)
         return response
 
     # -- HEAD ------------------------------------------------------------------
-    def head(self, request: Request, upload_id: str) -> Response:
-        info = self.service.head(upload_id, req=hook_request(request))
+    def head(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
+        info = self.service.head(upload_id, UploadRequest(hook=hook))
         response = Response(status=200, headers=self._expires(info))
         response.headers["Upload-Offset"] = str(info.offset)
         if info.length is None:
@@ -141,7 +141,7 @@ class TusHandlers:
         return response
 
     # -- PATCH -----------------------------------------------------------------
-    def patch(self, request: Request, upload_id: str) -> Response:
+    def patch(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
         if request.mimetype != PATCH_CONTENT_TYPE:
             raise TusError("ERR_INVALID_CONTENT_TYPE")
         offset = parse_uint(request.headers.get("Upload-Offset"), "ERR_INVALID_OFFSET")
@@ -150,30 +150,31 @@ class TusHandlers:
         length = parse_uint(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
         checksum = self._checksum(request)
         body = self._body(request, required=True)
-        info = self.service.append(upload_id, offset, body, declare_length=length,
-                                   checksum=checksum, req=hook_request(request))
-        response = Response(status=204, headers=self._expires(info))
-        response.headers["Upload-Offset"] = str(info.offset)
-        response.headers.extend(info.hook_headers)
+        outcome = self.service.append(upload_id, UploadRequest(
+            body=body, offset=offset, length=length, checksum=checksum, hook=hook))
+        response = Response(status=204, headers=self._expires(outcome.info))
+        response.headers["Upload-Offset"] = str(outcome.info.offset)
+        response.headers.extend(outcome.headers.items())
         return response
 
     # -- DELETE ----------------------------------------------------------------
-    def delete(self, request: Request, upload_id: str) -> Response:
-        self.service.terminate(upload_id, req=hook_request(request))
+    def delete(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
+        self.service.terminate(upload_id, UploadRequest(hook=hook))
         return Response(status=204)
 
     # -- GET (download) ----------------------------------------------------------
-    def get(self, request: Request, upload_id: str) -> Response:
+    def get(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
         if not self.config.download:
             raise TusError("ERR_DOWNLOAD_DISABLED")
         info, data = self.service.open_download(upload_id)
+        assert info.length is not None  # only finished uploads are served
         meta = decode_metadata(info.metadata)
         filetype = meta.get("filetype") or meta.get("type") or ""
         mimetype = filetype if is_media_type(filetype) else "application/octet-stream"
         response = Response(wrap_file(request.environ, data), direct_passthrough=True)
         response.headers["Content-Type"] = mimetype  # as stored: no charset is invented
         response.content_length = info.length
-        response.last_modified = info.modified
+        response.last_modified = datetime.fromtimestamp(info.modified, timezone.utc)
         response.set_etag(f"{info.id}-{info.length}")
         disposition = "inline" if INLINE_TYPES.fullmatch(mimetype.lower()) else "attachment"
         response.headers.set("Content-Disposition", disposition,
@@ -182,8 +183,8 @@ class TusHandlers:
         if not request.headers.get("Range", "bytes=").strip().lower().startswith("bytes="):
             request.environ.pop("HTTP_RANGE")  # RFC 9110 14.2: ignore unknown range units
         try:
-            return response.make_conditional(request, accept_ranges=True,
-                                             complete_length=info.length)
+            response.make_conditional(request, accept_ranges=True, complete_length=info.length)
+            return response
         except RequestedRangeNotSatisfiable:
             data.close()
             raise TusError("ERR_RANGE_NOT_SATISFIABLE",
@@ -204,8 +205,9 @@ class TusHandlers:
                                 self.config.checksum_algorithms)
         return Checksum(*parsed) if parsed else None
 
-    def _expires(self, info: UploadInfo) -> list[tuple[str, str]]:
-        if info.expires is None or info.is_complete:
+    @staticmethod
+    def _expires(info: UploadInfo) -> list[tuple[str, str]]:
+        if info.expires is None:
             return []
         return [("Upload-Expires", http_date(info.expires))]
 

@@ -45,7 +45,7 @@ import threading
 import time
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import gunicorn
 from gunicorn.http import wsgi as gunicorn_wsgi
@@ -136,9 +136,9 @@ class _FramedInput:
         return line
 
     def readlines(self, hint: Optional[int] = None) -> list[bytes]:
-        return list(self)
+        return list(iter(self.readline, b""))
 
-    def __iter__(self) -> Iterable[bytes]:
+    def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")
 
 
@@ -147,6 +147,7 @@ class _Socket(socket.socket):
     sending its request head, or stops reading its response, frees the thread."""
 
     __slots__ = ("io_timeout",)
+    io_timeout: float
 
     @classmethod
     def adopt(cls, sock: socket.socket, io_timeout: float) -> _Socket:
@@ -397,7 +398,7 @@ class TusWorker(ThreadWorker):
 
     def _count_request(self, resp: Any) -> None:
         self.nr += 1
-        if self.nr >= self.max_requests and self.alive:
+        if self.nr >= self.max_requests and self.alive:  # type: ignore[has-type]
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
         if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request
 
 from .config import Config
 from .errors import TusError
-from .frontend import HOOK_REQUEST_KEY
+from .frontend import upload_url
 from .hooks import RequestInfo
 from .ietf import ALLOWED_HEADERS as IETF_ALLOWED_HEADERS
 from .ietf import EXPOSED_HEADERS as IETF_EXPOSED_HEADERS
@@ -33,6 +33,7 @@ from .protocol import TUS_VERSION, check_version
 from .responses import Response
 from .service import UploadService, storage_error
 from .tus import ALLOWED_HEADERS, EXPOSED_HEADERS, TusHandlers
+from .upload import InvalidUploadId, UploadId, check_upload_id
 
 log = logging.getLogger("tuswsgi")
 
@@ -109,23 +110,28 @@ class TusApp:
                 self.service.maybe_sweep()
             version = interop_version(request)
             upload_id = args.get("upload_id")
+            if upload_id is not None:  # checked once here; a bad one is simply not there
+                args["upload_id"] = upload_id = _checked_id(upload_id)
             if version is not None:
                 render = functools.partial(self._render_ietf, version=version,
                                            upload_id=upload_id, method=method)
             elif method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
-            self._authorize(request, method, upload_id)
+            hook = self._authorize(request, method, upload_id)
             if version is None or (method == "GET" and version < 8):
-                return getattr(self.handlers, method.lower())(request, **args), None
-            return getattr(self.ietf, method.lower())(request, version, **args), None
+                return getattr(self.handlers, method.lower())(request, hook, **args), None
+            return getattr(self.ietf, method.lower())(request, hook, version, **args), None
         except TusError as error:
+            if error.upload_id is not None:  # a refused creation made an upload: say where
+                error.extra_headers.append(
+                    ("Location", upload_url(request, self.config.base_path, error.upload_id)))
             return render(error), error.error_code
-        except HTTPException as error:  # raised by werkzeug itself, e.g. a malformed header
-            error = TusError("ERR_BAD_REQUEST" if (error.code or 500) < 500 else "ERR_INTERNAL")
-            return render(error), error.error_code
+        except HTTPException as exc:  # raised by werkzeug itself, e.g. a malformed header
+            failure = TusError("ERR_BAD_REQUEST" if (exc.code or 500) < 500 else "ERR_INTERNAL")
+            return render(failure), failure.error_code
         except OSError as exc:  # the file system failed outside the store's own handling
-            error = storage_error(exc)
-            return render(error), error.error_code
+            failure = storage_error(exc)
+            return render(failure), failure.error_code
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return TusError("ERR_INTERNAL").get_response(), "ERR_INTERNAL"
@@ -136,20 +142,21 @@ class TusApp:
 
     def _serve_extra(self, request: Request, endpoint: str, args: dict) -> Response:
         """The upload page, its assets, and the metrics."""
-        if endpoint == "page":
-            return self.page.index(request)
-        if endpoint == "asset":
-            return self.page.asset(request, **args)
+        if endpoint in ("page", "asset"):
+            assert self.page is not None  # routed only when the page is on
+            return self.page.index(request) if endpoint == "page" else self.page.asset(request, **args)
         body, content_type = self.metrics.render()
         return Response(body, content_type=content_type)
 
-    def _authorize(self, request: Request, method: str, upload_id: Optional[str]) -> None:
-        """The pre-access hook, before any body is read (only when hooks are set)."""
+    def _authorize(self, request: Request, method: str,
+                   upload_id: Optional[str]) -> Optional[RequestInfo]:
+        """What hooks see of the request (when hooks are set), after the pre-access
+        hook let it through: before any body is read."""
         if not self.service.hooks.transports:
-            return
-        hook_request = RequestInfo.from_environ(request.environ, method)
-        request.environ[HOOK_REQUEST_KEY] = hook_request
-        self.service.authorize(hook_request, upload_id)
+            return None
+        hook = RequestInfo.from_environ(request.environ, method)
+        self.service.authorize(hook, upload_id)
+        return hook
 
     def _effective_method(self, request: Request) -> str:
         override = request.headers.get("X-HTTP-Method-Override")
@@ -163,7 +170,8 @@ class TusApp:
     def _match(self, request: Request, method: str) -> tuple[str, dict[str, Any]]:
         adapter = self.url_map.bind("localhost", path_info=request.path, url_scheme="http")
         try:
-            return adapter.match(method=method)
+            endpoint, args = adapter.match(method=method)
+            return str(endpoint), dict(args)
         except MethodNotAllowed as error:
             allowed = ", ".join(error.valid_methods or ())
             raise TusError("ERR_METHOD_NOT_ALLOWED", headers=[("Allow", allowed)]) from None
@@ -206,6 +214,13 @@ class TusApp:
 
 _EXPOSED = ", ".join(dict.fromkeys([*EXPOSED_HEADERS, *IETF_EXPOSED_HEADERS]))
 _ALLOWED = ", ".join(dict.fromkeys([*ALLOWED_HEADERS, *IETF_ALLOWED_HEADERS]))
+
+
+def _checked_id(upload_id: str) -> UploadId:
+    try:
+        return check_upload_id(upload_id)
+    except InvalidUploadId:
+        raise TusError("ERR_NOT_FOUND") from None
 
 
 def _request_id(sent: Optional[str]) -> str:
