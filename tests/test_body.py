@@ -68,6 +68,7 @@ class ScriptedSocket:
 
 def reader(sock: ScriptedSocket, buffered: bytes = b"", length: Optional[int] = None,
            **options) -> BodyReader:
+    options.setdefault("batch_wait", 0)
     return BodyReader(sock, buffered, length, shutdown=sock.shutdown, **options)
 
 
@@ -206,10 +207,45 @@ def test_request_body_maps_the_ways_a_body_ends():
         RequestBody(environ_for(ScriptedSocket(b"zz\r\n"), None), None, 60).read(10)
 
 
-def test_request_body_sets_the_network_timeout_on_the_socket():
-    sock = ScriptedSocket()
-    RequestBody(environ_for(sock, 10), 10, 42.0)
-    assert sock.timeout == 42.0
+def test_request_body_sets_the_network_timeout_on_the_reader():
+    environ = environ_for(ScriptedSocket(), 10)
+    RequestBody(environ, 10, 42.0)
+    assert environ[CONNECTION_KEY].body.timeout == 42.0
+
+
+def test_a_trickling_client_is_read_in_batches_half_a_second_apart():
+    """10 bytes every 50 ms (200 B/s): once half a second has shown the rate, the
+    reader pauses between reads, so one read gathers many pieces."""
+    sock = TricklingSocket(200, 0.05)
+    body = BodyReader(sock, b"", 2000, batch_wait=0.5)
+    sizes = []
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:
+        sizes.append(len(body.read(1 << 20)))
+    assert sizes[:3] == [10, 10, 10]  # no pause while the rate is unknown
+    assert max(sizes) >= 80  # later reads, half a second apart, gather ~10 pieces
+    assert len(sizes) < 20
+
+
+def test_a_fast_client_is_never_paused():
+    sock = ScriptedSocket(*[b"x" * 1000] * 50)
+    body = BodyReader(sock, b"", 50_000, batch_wait=30)
+    started = time.monotonic()
+    while not body.complete:
+        body.read(1 << 20)
+    assert time.monotonic() - started < 5  # not one 30 s pause
+
+
+def test_a_stop_ends_the_batching_pause_at_once():
+    sock = TricklingSocket(1, 0)
+    body = BodyReader(sock, b"", 1000, batch_wait=30, shutdown=sock.shutdown)
+    assert body.read(100) == b"z" * 10
+    threading.Timer(0.1, body.wake).start()
+    started = time.monotonic()
+    sock.shutdown()
+    with pytest.raises(BodyEnded):  # the pause ended at the wake, then the shut read ended
+        body.read(100)
+    assert time.monotonic() - started < 5  # not the 30 s pause
 
 
 class TricklingSocket(ScriptedSocket):
@@ -219,12 +255,23 @@ class TricklingSocket(ScriptedSocket):
         super().__init__()
         self.count, self.gap = count, gap
         self.woken = threading.Event()
+        self.queued = 0
+        self.last = time.monotonic()
 
     def recv(self, size: int) -> bytes:
+        """Pieces of 10 bytes arrive every ``gap``; a read takes all that arrived."""
         if self.count:
-            time.sleep(self.gap)
-            self.count -= 1
-            return b"z" * 10
+            if self.gap:
+                arrived = int((time.monotonic() - self.last) / self.gap)
+            else:
+                arrived = 1
+            if arrived == 0:
+                time.sleep(self.gap)
+                arrived = 1
+            arrived = min(arrived, self.count)
+            self.count -= arrived
+            self.last = time.monotonic()
+            return b"z" * (10 * arrived)
         while not self.shut:  # a silent client: only the shutdown wakes this read
             if self.woken.wait(0.01):
                 break

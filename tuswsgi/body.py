@@ -155,6 +155,8 @@ class RequestBody:
         if self._stop is None:
             self._stop, self._stop_at = reason, now
             self._framed_timeout(DRAIN_GAP)
+            if self._framed is not None:
+                self._framed.wake()
         framed = self._framed
         if framed is None or framed.broken:
             return
@@ -168,7 +170,7 @@ class RequestBody:
 
     def _framed_timeout(self, seconds: float) -> None:
         if self._framed is not None:
-            self._framed.set_timeout(seconds)
+            self._framed.timeout = seconds
 
 
 def reading() -> bool:

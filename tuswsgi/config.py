@@ -191,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
             "unix:/path; keep it on loopback behind a proxy."),
     Setting("workers", "0", parse_int,
             "gunicorn worker processes; 0 means one per CPU core."),
-    Setting("threads", "1000", parse_positive_int,
+    Setting("threads", "3000", parse_positive_int,
             "Threads per worker: each open upload holds one while its body streams."),
     Setting("reserved_threads", "50", parse_int,
             "Threads per worker kept for requests without a body (HEAD, OPTIONS, DELETE), so a "

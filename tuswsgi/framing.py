@@ -11,13 +11,21 @@ either reads the rest (a small remainder, bounded in bytes and time) or says the
 connection must close; it is never reused at an unknown position.
 
 Reads return what has arrived (one ``recv``), never waiting for a full block, so
-a client that stalls or is cut keeps every byte it sent.  Nothing here imports
-the WSGI server; :mod:`tuswsgi.worker` builds the reader and honours its verdict.
+a client that stalls or is cut keeps every byte it sent.  A read waits for data
+with ``poll`` before it allocates its buffer, so a thousand waiting uploads hold
+no buffers; and a client that trickles (below :data:`BATCH_BYTES` per
+:data:`BATCH_WAIT`, 32 KB/s) is read :data:`BATCH_WAIT` apart, letting the
+kernel gather its bytes, so a slow upload wakes its thread twice a second
+instead of for every packet.  Faster clients are never paused.  Nothing here
+imports the WSGI server; :mod:`tuswsgi.worker` builds the reader and honours its
+verdict.
 """
 
 from __future__ import annotations
 
+import select
 import socket
+import threading
 import time
 from typing import Callable, Optional, Protocol
 
@@ -30,6 +38,9 @@ DRAIN_SECONDS = 1.0
 #: stays small), doubling up to the maximum while every read comes back full.
 MIN_RECV = 16 * 1024
 MAX_RECV = 1024 * 1024
+#: A body arriving slower than BATCH_BYTES per BATCH_WAIT is read that far apart.
+BATCH_BYTES = 16 * 1024
+BATCH_WAIT = 0.5
 #: Bounds on the framing lines of a chunked body.
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 64 * 1024
@@ -39,12 +50,11 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class Source(Protocol):
-    """What a body is read from: a connected socket."""
+    """What a body is read from: a connected socket (``fileno`` lets reads wait
+    with ``poll``; a source without one is read directly)."""
 
     def recv(self, size: int) -> bytes: ...
     def sendall(self, data: bytes) -> None: ...
-    def settimeout(self, value: Optional[float]) -> None: ...
-    def gettimeout(self) -> Optional[float]: ...
 
 
 class BodyEnded(Exception):
@@ -64,8 +74,8 @@ class BodyReader:
     """
 
     def __init__(self, source: Source, buffered: bytes, length: Optional[int], *,
-                 expect_continue: bool = False,
-                 shutdown: Optional[Callable[[], None]] = None) -> None:
+                 expect_continue: bool = False, shutdown: Optional[Callable[[], None]] = None,
+                 batch_wait: float = BATCH_WAIT) -> None:
         self._source = source
         self._buffer = bytearray(buffered)
         self.length = length
@@ -78,6 +88,13 @@ class BodyReader:
         self._continue = expect_continue
         self._shutdown = shutdown
         self._recv_size = MIN_RECV
+        #: The longest a read waits for the next byte (``None``: no limit).
+        self.timeout: Optional[float] = None
+        self._poller = _poller_for(source)
+        self._batch_wait = batch_wait
+        self._batching = False
+        self._woken = threading.Event()
+        self._started = 0.0  # when the first payload byte was read
         #: Set when the position on the connection is lost (a read failed, the read
         #: side was shut): the connection must close after the response.
         self.broken = False
@@ -145,37 +162,34 @@ class BodyReader:
             return False
         if self.length is not None and self.length - self.received > max_bytes:
             return False
+        self.wake()
         deadline = time.monotonic() + seconds
-        previous = self._source.gettimeout()
+        previous = self.timeout
         drained = 0
         try:
             while not self.complete:
                 left = deadline - time.monotonic()
                 if left <= 0 or drained > max_bytes:
                     return False
-                self._source.settimeout(left)
+                self.timeout = left
                 drained += len(self.read(64 * 1024))
             return True
         except (OSError, BodyEnded, FramingError):
             return False
         finally:
-            self._restore_timeout(previous)
+            self.timeout = previous
 
-    def set_timeout(self, seconds: Optional[float]) -> None:
-        """The longest a read waits for the next byte."""
-        self._restore_timeout(seconds)
+    def wake(self) -> None:
+        """Read promptly from now on: end a batching pause (a stop, a drain)."""
+        self._batching = False
+        self._woken.set()
 
     def shutdown_read(self) -> None:
         """Wake a read blocked on a silent client: later reads end at once."""
         self.broken = True
+        self.wake()
         if self._shutdown is not None:
             self._shutdown()
-
-    def _restore_timeout(self, value: Optional[float]) -> None:
-        try:
-            self._source.settimeout(value)
-        except OSError:
-            pass
 
     # -- framing ------------------------------------------------------------------
     def _advance(self) -> None:
@@ -251,16 +265,49 @@ class BodyReader:
             self._recv_size = min(self._recv_size * 2, MAX_RECV)
         elif len(data) * 4 < self._recv_size:
             self._recv_size = max(self._recv_size // 2, MIN_RECV)
+        self._batching = self._trickling(len(data))
         return data
+
+    def _trickling(self, count: int) -> bool:
+        """Whether the body arrives so slowly that pausing between reads costs it
+        nothing: less than BATCH_BYTES per BATCH_WAIT, judged after BATCH_WAIT."""
+        now = time.monotonic()
+        if not self._started:
+            self._started = now
+        elapsed = now - self._started
+        if not self._batch_wait or self._woken.is_set() or count >= BATCH_BYTES \
+                or elapsed < self._batch_wait:
+            return False
+        return self.received / elapsed < BATCH_BYTES / self._batch_wait
 
     def _recv(self, size: int) -> bytes:
         if self._continue:
             self._continue = False
             self._source.sendall(CONTINUE)
+        if self._batching:
+            self._woken.wait(self._batch_wait)  # let a trickling client's bytes gather
         self.waiting_since = time.monotonic()
         try:
+            if self._poller is not None and not self._source_pending():
+                timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
+                if not self._poller.poll(timeout):
+                    raise TimeoutError("no data within the timeout")
             return self._source.recv(size)
         except socket.timeout:
             raise TimeoutError("no data within the timeout") from None
         finally:
             self.waiting_since = None
+
+    def _source_pending(self) -> bool:
+        """Bytes a TLS socket already decrypted, which ``poll`` cannot see."""
+        pending = getattr(self._source, "pending", None)
+        return bool(pending and pending())
+
+
+def _poller_for(source: Source) -> Optional[select.poll]:
+    fileno = getattr(source, "fileno", None)
+    if fileno is None or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(fileno(), select.POLLIN)
+    return poller

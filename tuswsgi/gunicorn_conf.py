@@ -29,6 +29,8 @@ threads = _settings.threads
 #: Open connections per worker: every thread's, plus as many kept alive between
 #: requests (gunicorn keeps ``worker_connections - threads`` idle ones).
 worker_connections = 2 * threads
+#: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+backlog = 4096
 
 #: gthread workers check in from their event loop, so this bounds a hung worker,
 #: not an upload; hour-long PATCH requests are fine.  A silent client is cut by

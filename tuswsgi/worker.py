@@ -67,7 +67,7 @@ GUNICORN_FLOOR = "27.0.0"
 THREAD_STACK = 512 * 1024
 #: When every worker is full, a connection waits this long before a full worker
 #: takes it anyway (to serve it if it has no body, or refuse it with 503).
-OVERFLOW_GRACE = 0.25
+OVERFLOW_GRACE = 0.05
 #: After an early answer the connection lingers, reading and dropping what the
 #: client still sends, until it stops for LINGER_IDLE or LINGER_TOTAL passes.
 LINGER_IDLE = 5.0
@@ -286,7 +286,17 @@ class TusWorker(ThreadWorker):
             self._overflow_since = None
             for listener in readable:
                 listener.setblocking(False)
-                self.accept(listener)
+                self._accept_while_threads_are_free(listener)
+
+    def _accept_while_threads_are_free(self, listener: socket.socket) -> None:
+        """Drain the listen queue into free threads: every waiting client is
+        answered now (a body with 503), not one per turn of the loop."""
+        while self._busy + len(self.pending_conns) < self.cfg.threads \
+                and self.nr_conns < self.worker_connections:
+            taken = self.nr_conns
+            self.accept(listener)
+            if self.nr_conns == taken:  # the queue is empty
+                return
 
     # -- lingering close -------------------------------------------------------------
     def linger(self, conn: _Conn) -> None:
