@@ -155,9 +155,25 @@ def settled(read: Callable[[], int], quiet: float = 1.0, timeout: float = 15) ->
 # -- real servers ---------------------------------------------------------------
 
 def free_port() -> int:
+    """A port nobody listens on *now*: only for servers that must bind it
+    themselves (nginx, Apache); gunicorn gets a socket bound here (listening_socket)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def listening_socket() -> socket.socket:
+    """A loopback socket already bound and listening, to hand to gunicorn as
+    ``--bind fd://N``: no other process can take its port in between."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def port_of(sock: socket.socket) -> int:
+    return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20) -> None:
@@ -203,21 +219,23 @@ class Server:
 
 def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
                    env: Optional[dict] = None, args: tuple = (), name: str = "gunicorn",
-                   upload_dir: Optional[Path] = None, port: Optional[int] = None,
+                   upload_dir: Optional[Path] = None, listener: Optional[socket.socket] = None,
                    app: str = "tuswsgi:app") -> Server:
     """gunicorn with tuswsgi's worker serving ``app`` (tuswsgi itself, or an application
-    that embeds it)."""
-    port = port or free_port()
+    that embeds it), on ``listener`` (a new listening_socket() by default)."""
+    listener = listener or listening_socket()
+    port = port_of(listener)
     upload_dir = upload_dir or tmp_path / "uploads"
     log_path = tmp_path / f"{name}-{port}.log"
     full_env = {**os.environ, "TUSWSGI_UPLOAD_DIR": str(upload_dir), **(env or {})}
     full_env.pop("TUSWSGI_CONFIG", None)
     command = [sys.executable, "-m", "gunicorn", "-k", "tuswsgi.worker.TusWorker", "-w", str(workers),
-               "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5",
+               "--threads", str(threads), "-b", f"fd://{listener.fileno()}", "--graceful-timeout", "5",
                *args, app]
-    with open(log_path, "wb") as log:
+    with listener, open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(listener.fileno(),))
     server = Server(proc, port, upload_dir, log_path)
     try:
         wait_for_port(port, proc)

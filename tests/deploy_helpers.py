@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
 import requests
-from conftest import ROOT, TUS, Server, free_port, settled, wait_for_port
+from conftest import ROOT, TUS, Server, listening_socket, port_of, settled, wait_for_port
 from faultproxy import FaultProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -29,11 +30,16 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dict,
-                  cwd: Path, upload_dir: Path, timeout: float = 30) -> Server:
-    """Start a server process in its own session and wait until ``port`` answers."""
+                  cwd: Path, upload_dir: Path, timeout: float = 30,
+                  listener: Optional[socket.socket] = None) -> Server:
+    """Start a server process in its own session and wait until ``port`` answers;
+    ``listener`` is a bound socket the process inherits (for ``fd://`` binds)."""
+    fds = (listener.fileno(),) if listener is not None else ()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=log,
+        proc = subprocess.Popen(list(command), cwd=cwd, env=env, stdout=log, pass_fds=fds,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    if listener is not None:
+        listener.close()
     server = Server(proc, port, upload_dir, log_path)
     try:
         wait_for_port(port, proc, timeout=timeout)
@@ -43,11 +49,11 @@ def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dic
     return server
 
 
-def production_env(port: int, upload_dir: Path, **extra: str) -> dict:
+def production_env(bind: str, upload_dir: Path, **extra: str) -> dict:
     """This environment without tuswsgi/gunicorn settings, plus the listen address,
     the upload directory and a small worker layout for a 2-core test machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
-    env.update({"TUSWSGI_BIND": f"127.0.0.1:{port}", "TUSWSGI_UPLOAD_DIR": str(upload_dir),
+    env.update({"TUSWSGI_BIND": bind, "TUSWSGI_UPLOAD_DIR": str(upload_dir),
                 "TUSWSGI_WORKERS": "2", "TUSWSGI_THREADS": "8"})
     env.update(extra)
     return env
@@ -56,11 +62,13 @@ def production_env(port: int, upload_dir: Path, **extra: str) -> dict:
 def start_production_gunicorn(workdir: Path, *, upload_dir: Optional[Path] = None, name: str = "gunicorn",
                               **extra: str) -> Server:
     """``gunicorn -c deploy/gunicorn.conf.py tuswsgi:app``, the documented command."""
-    port = free_port()
+    listener = listening_socket()
+    port = port_of(listener)
     upload_dir = upload_dir or workdir / "uploads"
     command = [sys.executable, "-m", "gunicorn", "-c", str(DEPLOY / "gunicorn.conf.py"), "tuswsgi:app"]
     return start_process(command, port, workdir / f"{name}-{port}.log", cwd=workdir,
-                         env=production_env(port, upload_dir, **extra), upload_dir=upload_dir)
+                         env=production_env(f"fd://{listener.fileno()}", upload_dir, **extra),
+                         upload_dir=upload_dir, listener=listener)
 
 
 def substitute(text: str, pattern: str, replacement: str, count: int = 1) -> str:

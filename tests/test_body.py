@@ -261,10 +261,7 @@ class TricklingSocket(ScriptedSocket):
     def recv(self, size: int) -> bytes:
         """Pieces of 10 bytes arrive every ``gap``; a read takes all that arrived."""
         if self.count:
-            if self.gap:
-                arrived = int((time.monotonic() - self.last) / self.gap)
-            else:
-                arrived = 1
+            arrived = int((time.monotonic() - self.last) / self.gap) if self.gap else 1
             if arrived == 0:
                 time.sleep(self.gap)
                 arrived = 1

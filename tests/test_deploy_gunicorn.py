@@ -25,8 +25,8 @@ def start(tmp_path: Path, **extra: str):
 def test_conf_resolves_to_the_documented_settings(tmp_path):
     printed = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--print-config", "tuswsgi:app"],
-        cwd=tmp_path, env=production_env(8123, tmp_path / "uploads"), capture_output=True, text=True,
-        timeout=60)
+        cwd=tmp_path, env=production_env("127.0.0.1:8123", tmp_path / "uploads"), capture_output=True,
+        text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
     settings = {}
     for line in printed.stdout.splitlines():

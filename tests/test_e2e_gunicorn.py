@@ -16,7 +16,8 @@ from conftest import (
     TUS,
     Server,
     assert_writes_traceable,
-    free_port,
+    listening_socket,
+    port_of,
     random_file,
     settled,
     sha256_file,
@@ -31,12 +32,14 @@ def test_zero_config_gunicorn_serves_an_interrupted_200mb_upload(tmp_path):
     """README promise: `gunicorn tuswsgi:app` with no configuration, files in ./uploads."""
     workdir = tmp_path / "fresh"
     workdir.mkdir()
-    port = free_port()
+    listener = listening_socket()
+    port = port_of(listener)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUSWSGI_")}
-    with open(tmp_path / "gunicorn.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
+    with listener, open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"fd://{listener.fileno()}",
                                  "tuswsgi:app"], cwd=workdir, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(listener.fileno(),))
     server = Server(proc, port, workdir / "uploads", tmp_path / "gunicorn.log")
     try:
         wait_for_port(port, proc)

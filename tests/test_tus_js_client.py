@@ -15,7 +15,7 @@ import browser as chromium
 import pytest
 import requests
 from browser import StaticServer, require_browser
-from conftest import TUS, free_port, sha256_file, start_gunicorn
+from conftest import TUS, listening_socket, port_of, sha256_file, start_gunicorn
 from jsclient import JS, TUS_JS, methods, node_client, require_node, stored
 
 pytestmark = pytest.mark.e2e
@@ -36,10 +36,10 @@ def source(tmp_path_factory) -> Path:
 def server(tmp_path_factory):
     """One gunicorn for the module, allowing CORS only from the static server's origin.
     The static server also passes /files/ on to gunicorn: the same-origin case."""
-    port = free_port()
-    static = StaticServer({}, proxy_port=port)
+    listener = listening_socket()
+    static = StaticServer({}, proxy_port=port_of(listener))
     tmp = tmp_path_factory.mktemp("js-server")
-    gunicorn = start_gunicorn(tmp, workers=2, threads=4, port=port,
+    gunicorn = start_gunicorn(tmp, workers=2, threads=4, listener=listener,
                               env={"TUSWSGI_CORS_ORIGINS": static.origin})
     gunicorn.extra["static"] = static
     yield gunicorn

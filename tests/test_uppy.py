@@ -17,7 +17,7 @@ from pathlib import Path
 import browser as chromium
 import pytest
 from browser import SlowProxy, StaticServer, require_browser
-from conftest import free_port, random_file, settled, sha256_file, start_gunicorn
+from conftest import random_file, settled, sha256_file, start_gunicorn
 from faultproxy import FaultProxy
 from jsclient import uppy_page_files
 
@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     require_browser()
     static = StaticServer(uppy_page_files(tmp_path_factory.mktemp("uppy-bundle")))
     tmp = tmp_path_factory.mktemp("uppy-server")
-    gunicorn = start_gunicorn(tmp, workers=2, threads=8, port=free_port(),
+    gunicorn = start_gunicorn(tmp, workers=2, threads=8,
                               env={"TUSWSGI_CORS_ORIGINS": static.origin})
     gunicorn.extra["static"] = static
     yield gunicorn

@@ -13,22 +13,24 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import OCTET, ROOT, TUS, Server, free_port, wait_for_port
+from conftest import OCTET, ROOT, TUS, Server, listening_socket, port_of, wait_for_port
 from support.rawhttp import RawConnection, request_bytes
 
 pytestmark = pytest.mark.e2e
 
 
 def start(tmp_path: Path, cwd: Path, *args: str) -> Server:
-    port = free_port()
+    listener = listening_socket()
+    port = port_of(listener)
     upload_dir = tmp_path / "uploads"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
-    env.update(TUSWSGI_UPLOAD_DIR=str(upload_dir), TUSWSGI_BIND=f"127.0.0.1:{port}")
+    env.update(TUSWSGI_UPLOAD_DIR=str(upload_dir), TUSWSGI_BIND=f"fd://{listener.fileno()}")
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
+    with listener, open(log_path, "wb") as log:
         args = tuple(arg.format(bind=env["TUSWSGI_BIND"]) for arg in args)
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *args, "tuswsgi:app"], cwd=cwd,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                pass_fds=(listener.fileno(),))
     server = Server(proc, port, upload_dir, log_path)
     try:
         wait_for_port(port, proc)
