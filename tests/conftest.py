@@ -111,6 +111,25 @@ def client(app) -> Client:
     return Client(app)
 
 
+class Clock:
+    """The wall clock of an in-process test, moved forward at will."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """``time.time()`` that a test advances instead of sleeping (expiry, max-age)."""
+    fake = Clock()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + fake.offset)
+    return fake
+
+
 def create(client: Client, length: Optional[int] = None, **headers) -> str:
     """POST a new upload and return its path (``/files/<id>``)."""
     all_headers = dict(TUS)
@@ -150,6 +169,16 @@ def settled(read: Callable[[], int], quiet: float = 1.0, timeout: float = 15) ->
         elif time.monotonic() - since >= quiet:
             return value
     raise AssertionError(f"offset still changing after {timeout}s")
+
+
+def wait_for_size(path: Path, at_least: int, timeout: float = 15) -> None:
+    """Wait until the server holds ``at_least`` bytes of an upload (its data file's
+    size is the offset): what a test acts on, rather than a guess of how long."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or path.stat().st_size < at_least:
+        size = path.stat().st_size if path.exists() else None
+        assert time.monotonic() < deadline, f"{path.name} holds {size} bytes, not {at_least}"
+        time.sleep(0.01)
 
 
 # -- real servers ---------------------------------------------------------------

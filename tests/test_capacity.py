@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import OCTET, TUS, Server, start_gunicorn
+from conftest import OCTET, TUS, Server, start_gunicorn, wait_for_size
 from support.rawhttp import RawConnection, request_bytes
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +38,6 @@ def create(server: Server, length: int = LENGTH) -> str:
     return answer.headers["Location"].rsplit("/", 1)[1]
 
 
-def wait_stored(path: Path, size: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() or path.stat().st_size < size:
-        assert time.monotonic() < deadline, f"{path.name} holds {path.stat().st_size} bytes"
-        time.sleep(0.01)
-
-
 class Stalled:
     """A PATCH that sent its head and the first SENT bytes, then nothing."""
 
@@ -57,7 +48,7 @@ class Stalled:
         head = request_bytes("PATCH", f"/files/{self.upload}", {
             **TUS, "Upload-Offset": "0", "Content-Type": OCTET}, content_length=LENGTH)
         self.sock.sendall(head + self.data[:SENT])
-        wait_stored(server.upload_dir / self.upload, SENT)
+        wait_for_size(server.upload_dir / self.upload, SENT)
 
     def answered(self) -> int:
         """The status the held request was answered with (once it was stopped)."""

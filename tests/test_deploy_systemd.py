@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, random_file, require_tool, sha256, sha256_file
+from conftest import free_port, random_file, require_tool, sha256, sha256_file, wait_for_size
 from deploy_helpers import DEPLOY, SYSTEM_PATH, start_process, upload_with_cuts
 from test_faults import raw_create, raw_offset, raw_resume, send_partial_patch
 
@@ -142,7 +142,7 @@ def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(tmp_path):
         data = os.urandom(3_000_000)
         upload = raw_create(port, len(data))
         sock = send_partial_patch(port, upload, 0, data, 1_000_000)
-        time.sleep(0.5)
+        wait_for_size(tmp_path / "var/lib/tuswsgi/uploads" / upload.rsplit("/", 1)[1], 1_000_000)
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=float(parse_unit(UNIT.read_text())["TimeoutStopSec"][0]))

@@ -19,9 +19,9 @@ from conftest import (
     listening_socket,
     port_of,
     random_file,
-    settled,
     sha256_file,
     wait_for_port,
+    wait_for_size,
 )
 from deploy_helpers import upload_with_cuts
 
@@ -76,9 +76,10 @@ def test_cut_mid_patch_keeps_received_bytes(gunicorn_server):
                   f"Upload-Offset: 0\r\nContent-Type: {OCTET}\r\n"
                   f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload[:250_000])
     sock.close()
-    offset = settled(lambda: int(requests.head(url, headers=TUS).headers["Upload-Offset"]))
-    assert offset == 250_000
     stored = gunicorn_server.upload_dir / path.rsplit("/", 1)[1]
+    wait_for_size(stored, 1)  # the PATCH holds the upload: the HEAD below takes it over
+    offset = int(requests.head(url, headers=TUS).headers["Upload-Offset"])
+    assert offset == 250_000  # the hand-over let the bytes still on their way land first
     assert stored.read_bytes() == payload[:offset]
     headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": OCTET}
     assert requests.patch(url, data=payload[offset:], headers=headers).status_code == 204

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import OCTET, TUS, require_tool, sha256, sha256_file, start_gunicorn
+from conftest import OCTET, TUS, require_tool, sha256, sha256_file, start_gunicorn, wait_for_size
 from faultproxy import FaultProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusUploadFailed
@@ -163,7 +163,7 @@ def test_stalled_patch_is_handed_over_to_head_within_two_seconds(gunicorn_server
     data = os.urandom(2_000_000)
     path = raw_create(port, len(data))
     stalled = send_partial_patch(port, path, 0, data, 700_000)
-    time.sleep(0.5)
+    wait_for_size(gunicorn_server.upload_dir / path.rsplit("/", 1)[1], 700_000)
     started = time.monotonic()
     offset = raw_offset(port, path)
     elapsed = time.monotonic() - started
@@ -182,7 +182,7 @@ def test_stalled_patch_is_handed_over_to_a_new_patch(gunicorn_server):
     data = os.urandom(1_000_000)
     path = raw_create(port, len(data))
     stalled = send_partial_patch(port, path, 0, data, 300_000)
-    time.sleep(0.3)
+    wait_for_size(gunicorn_server.upload_dir / path.rsplit("/", 1)[1], 300_000)
     response = raw_request(port, "PATCH", path, data[300_000:],
                            {"Upload-Offset": "300000", "Content-Type": OCTET})
     assert response.status == 204
@@ -280,7 +280,7 @@ def test_kill_9_whole_server_then_restart(tmp_path):
     for path, data in uploads:  # every upload is mid-request when the server dies
         sent = rng.randint(1, len(data) - 1)
         sockets.append(send_partial_patch(server.port, path, 0, data, sent))
-    time.sleep(0.5)
+        wait_for_size(server.upload_dir / path.rsplit("/", 1)[1], sent)
     os.killpg(server.proc.pid, signal.SIGKILL)
     server.proc.wait()
     for sock in sockets:
@@ -311,7 +311,7 @@ def test_sigterm_answers_running_patch_with_503_and_keeps_bytes(tmp_path):
     data = os.urandom(800_000)
     path = raw_create(server.port, len(data))
     stalled = send_partial_patch(server.port, path, 0, data, 250_000)
-    time.sleep(0.4)
+    wait_for_size(server.upload_dir / path.rsplit("/", 1)[1], 250_000)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     status, reply = read_status(stalled, 10)

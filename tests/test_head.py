@@ -96,11 +96,11 @@ def test_no_upload_expires_when_expiration_disabled(make_app):
     assert "Upload-Expires" not in client.head(path, headers=TUS).headers
 
 
-def test_expired_upload_is_gone(make_app, upload_dir):
+def test_expired_upload_is_gone(make_app, upload_dir, clock):
     client = Client(make_app(expiration="1s"))
     path = create(client, 4)
     patch(client, path, b"ab", 0)
-    time.sleep(1.2)
+    clock.advance(1.2)
     response = client.head(path, headers=TUS)
     assert response.status_code == 410
     assert "Upload-Offset" not in response.headers

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import OCTET, TUS, create, patch
+from conftest import OCTET, TUS, create, patch, wait_for_size
 
 from tuswsgi.logs import JsonFormatter
 
@@ -165,7 +165,7 @@ def test_gunicorn_writes_one_json_object_per_line(gunicorn_factory):
         cut.sendall((f"PATCH /files/{upload_id(gone)} HTTP/1.1\r\nHost: x\r\n"
                      f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTET}\r\n"
                      f"Content-Length: 1000\r\n\r\n").encode() + b"z" * 300)
-        time.sleep(0.3)
+        wait_for_size(server.upload_dir / upload_id(gone), 300)
     garbage = requests.head(url, headers={**TUS, "X-Request-ID": "x" * 500})
     assert HEX_ID.fullmatch(garbage.headers["X-Request-ID"])
     assert requests.delete(url, headers=TUS).status_code == 204

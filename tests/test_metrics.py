@@ -225,7 +225,14 @@ def test_a_restarted_server_starts_from_zero(gunicorn_factory, monkeypatch, tmp_
 
 
 def test_two_apps_with_metrics_in_one_process(make_app, monkeypatch, tmp_path):
+    """Two apps in one process (an embedding mounts several): both build, both
+    count, and either one's /metrics shows the process's totals."""
+    from werkzeug.test import Client
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
     (tmp_path / "prom").mkdir()
-    make_app(metrics="on")
-    make_app(metrics="on")
+    apps = [Client(make_app(metrics="on")), Client(make_app(metrics="on"))]
+    for client in apps:
+        assert client.post("/files/", headers={**TUS, "Upload-Length": "1"}).status_code == 201
+    for client in apps:
+        samples = parse(client.get("/metrics").get_data(as_text=True))
+        assert value(samples, "tuswsgi_uploads_total", event="created") == 2

@@ -81,6 +81,14 @@ def wait_finished(page, name: str, timeout: float = 90_000) -> str:
     return link.get_attribute("href")
 
 
+def wait_for_requests_done(server, method: str, count: int, timeout: float = 30) -> None:
+    """Wait until the server has logged ``count`` finished ``method`` requests."""
+    deadline = time.monotonic() + timeout
+    while server.log().count(f"request method={method} ") < count:
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.05)
+
+
 def wait_for_stored(server, at_least: int, timeout: float = 60) -> Path:
     """The one upload's data file, once the server holds ``at_least`` bytes of it."""
     deadline = time.monotonic() + timeout
@@ -145,9 +153,10 @@ def test_pause_at_a_third_and_resume_by_keyboard(slow_server, page, log, big_fil
     page.get_by_text("Paused", exact=True).wait_for()
     paused_at = len(log["requests"])
     url = next(entry[1] for entry in tus_requests(log) if entry[0] == "PATCH")
-    time.sleep(0.8)  # an aborted request may still be finishing on the server
+    sent = sum(entry[0] == "PATCH" for entry in tus_requests(log))
+    wait_for_requests_done(server, "PATCH", sent)  # the aborted one, too, has ended
     offset = server_offset(url)
-    time.sleep(0.7)
+    time.sleep(0.7)  # a window in which nothing may arrive
     assert server_offset(url) == offset, "the server still receives data while paused"
     assert BIG * 0.1 < offset < BIG * 0.9  # about a third (what the client sent may run ahead)
     assert not [entry for entry in tus_requests(log, paused_at) if entry[0] == "PATCH"]
