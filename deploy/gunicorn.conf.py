@@ -66,30 +66,14 @@ accesslog off unless ``accesslog`` (TUSWSGI_ACCESSLOG) is set
 
 import os
 
-from tuswsgi.config import find_config_file, read_config_file
+from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults
 
 # Every setting of tuswsgi/gunicorn_conf.py, as documented above; a setting added
 # there reaches this file without an edit.
 from tuswsgi.gunicorn_conf import *  # noqa: F403
 
-
-def _upload_page_requested() -> bool:
-    """True when the operator set ``upload_page`` (environment or config file)."""
-    if "TUSWSGI_UPLOAD_PAGE" in os.environ:
-        return True
-    path = find_config_file(os.environ)
-    if path is None or not os.path.isfile(path):
-        return False  # a missing TUSWSGI_CONFIG is reported when the app loads
-    try:
-        return any(key == "upload_page" for _, key, _ in read_config_file(path))
-    except Exception:  # a malformed file is reported, with its name, when the app loads
-        return False
-
-
-# The browser upload page is a demo: a production endpoint serves the tus API
-# only, unless the operator turns the page on (TUSWSGI_UPLOAD_PAGE=on, or
-# upload_page = on in the file named by TUSWSGI_CONFIG).  Set here, in the
-# master, before the workers are forked and load the app.
-if not _upload_page_requested():
-    os.environ["TUSWSGI_UPLOAD_PAGE"] = "off"
-
+# A production endpoint serves the tus API only (the browser upload page is a demo)
+# unless the operator asks for more: TUSWSGI_UPLOAD_PAGE=on, or upload_page = on in
+# the file named by TUSWSGI_CONFIG.  Set here, in the master, before the workers are
+# forked and load the app; `tuswsgi serve` does the same.
+apply_defaults(os.environ, PRODUCTION_DEFAULTS)

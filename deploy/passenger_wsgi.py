@@ -26,6 +26,9 @@ if not os.environ.get("TUSWSGI_CONFIG") and os.path.isfile(os.path.join(HERE, "t
     os.environ["TUSWSGI_CONFIG"] = os.path.join(HERE, "tus.ini")
 
 from tuswsgi import create_app  # noqa: E402 (after the path set-up above)
+from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults  # noqa: E402
+
+apply_defaults(os.environ, PRODUCTION_DEFAULTS)  # the upload page is off unless asked for
 
 # A bad setting raises tuswsgi.ConfigError here, naming the key and the value; the
 # server's error log shows it.

@@ -24,24 +24,12 @@ if not os.environ.get("TUSWSGI_CONFIG") and os.path.isfile(os.path.join(HERE, "t
 
 from wsgiref.handlers import CGIHandler  # noqa: E402
 
-from tuswsgi.config import find_config_file, read_config_file  # noqa: E402
-
-
-def _configured(key: str) -> bool:
-    if "TUSWSGI_" + key.upper() in os.environ:
-        return True
-    path = find_config_file(os.environ)
-    try:
-        return path is not None and key in read_config_file(path)
-    except Exception:  # reported with its name when the app loads below
-        return False
-
+from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults  # noqa: E402
 
 # A CGI process ends with its response, so a cleanup pass started in passing would
 # be killed half-way: unless tus.ini says otherwise, run `tuswsgi cleanup` from
 # cron instead (see README).
-if not _configured("cleanup_interval"):
-    os.environ["TUSWSGI_CLEANUP_INTERVAL"] = "0"
+apply_defaults(os.environ, {**PRODUCTION_DEFAULTS, "cleanup_interval": "0"})
 
 
 def _public_script_name(environ: dict) -> dict:

@@ -283,3 +283,26 @@ def test_gunicorn_with_bad_env_stops_with_message(tmp_path):
     named = [line for line in result.stderr.splitlines() if "max_size" in line]
     assert len(named) == 1, result.stderr
     assert "abc" in named[0]
+
+
+def test_production_defaults_apply_only_where_the_operator_said_nothing(tmp_path):
+    from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults, configured
+    assert PRODUCTION_DEFAULTS == {"upload_page": "off"}
+    ini = tmp_path / "tus.ini"
+    ini.write_text("[tuswsgi]\ncleanup_interval = 5m\n[hooks]\ntimeout = 3s\n")
+    environ = {"TUSWSGI_CONFIG": str(ini), "TUSWSGI_MAX_SIZE": "1G"}
+    assert configured("cleanup_interval", environ)  # from the file
+    assert configured("hooks_timeout", environ)  # a [hooks] key, by its file name
+    assert configured("max_size", environ)  # from the environment
+    assert not configured("upload_page", environ)
+    apply_defaults(environ, {"cleanup_interval": "0", "upload_page": "off", "max_size": "5"})
+    assert environ == {"TUSWSGI_CONFIG": str(ini), "TUSWSGI_MAX_SIZE": "1G", "TUSWSGI_UPLOAD_PAGE": "off"}
+
+
+def test_a_broken_config_file_counts_as_saying_nothing(tmp_path):
+    """The app reports it, with the file's name, when it loads."""
+    from tuswsgi.config import configured
+    ini = tmp_path / "tus.ini"
+    ini.write_text("not an ini file")
+    assert not configured("upload_page", {"TUSWSGI_CONFIG": str(ini)})
+    assert not configured("upload_page", {"TUSWSGI_CONFIG": str(tmp_path / "missing.ini")})

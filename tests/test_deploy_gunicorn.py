@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import TUS, random_file, sha256_file
-from deploy_helpers import DEPLOY, production_env, start_production_gunicorn, upload_with_cuts
+from conftest import TUS, listening_socket, port_of, random_file, sha256_file
+from deploy_helpers import DEPLOY, production_env, start_process, start_production_gunicorn, upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 
@@ -86,3 +86,21 @@ def test_upload_page_can_be_turned_on(tmp_path, how):
         assert "text/html" in page.headers["Content-Type"]
     finally:
         server.stop()
+
+
+def test_tuswsgi_serve_is_the_same_production_server(tmp_path):
+    """`tuswsgi serve` runs gunicorn with tuswsgi.gunicorn_conf and the production
+    defaults, as deploy/gunicorn.conf.py does: tuswsgi's worker, the page off."""
+    listener = listening_socket()
+    port = port_of(listener)
+    env = production_env(f"fd://{listener.fileno()}", tmp_path / "uploads")
+    server = start_process([sys.executable, "-m", "tuswsgi.cli", "serve"], port,
+                           tmp_path / "serve.log", env=env, cwd=tmp_path,
+                           upload_dir=tmp_path / "uploads", listener=listener)
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 404
+        created = requests.post(server.url, headers={**TUS, "Upload-Length": "3"}, timeout=10)
+        assert created.status_code == 201
+    finally:
+        server.stop()
+    assert "Using worker: tuswsgi.worker.TusWorker" in server.log()

@@ -19,6 +19,8 @@ def config_table() -> str:
         key = setting.file_key if setting.section == "tuswsgi" else \
             f"[{setting.section}] {setting.file_key}"
         default = f"`{setting.default}`" if setting.default else "(empty)"
+        if setting.production is not None:
+            default += f" (deployed: `{setting.production}`)"
         rows.append(f"| `{key}` | {default} | `TUSWSGI_{setting.name.upper()}` | {setting.help} |")
     return "\n".join(rows)
 

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from .config import SETTINGS, ConfigError, load_config
+from .config import PRODUCTION_DEFAULTS, SETTINGS, ConfigError, apply_defaults, load_config
 from .hooks import hooks_from_config
 from .protocol import decode_metadata
 from .service import UploadService
@@ -75,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["TUSWSGI_CONFIG"] = args.config
+    apply_defaults(os.environ, PRODUCTION_DEFAULTS)  # as deploy/gunicorn.conf.py does
     try:
         UploadService(load_config())
     except ConfigError as exc:

@@ -15,7 +15,7 @@ import configparser
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 from .events import EVENTS
 
@@ -126,13 +126,16 @@ def parse_positive_duration(text: str) -> float:
 @dataclass(frozen=True)
 class Setting:
     """One key.  Keys named ``<section>_<key>`` for a section other than
-    ``[tuswsgi]`` are written ``<key>`` inside ``[<section>]`` in the file."""
+    ``[tuswsgi]`` are written ``<key>`` inside ``[<section>]`` in the file.
+    ``production`` replaces ``default`` where tuswsgi is deployed (``tuswsgi
+    serve``, deploy/): see :func:`apply_defaults`."""
 
     name: str
     default: str
     parse: Callable[[str], Any]
     help: str
     section: str = SECTION
+    production: Optional[str] = None
 
     @property
     def file_key(self) -> str:
@@ -174,7 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_metadata_size", "16K", parse_size,
             "Largest Upload-Metadata header accepted, in bytes."),
     Setting("upload_page", "on", parse_bool,
-            "Serve the built-in browser upload page (turn off in production unless wanted)."),
+            "Serve the built-in browser upload page; off by default where deployed "
+            "(tuswsgi serve, deploy/), where it is a demo rather than the product.",
+            production="off"),
     Setting("upload_page_path", "/", parse_base_path,
             "URL path of the upload page; its assets live under <upload_page_path>static/."),
     Setting("fsync", "none", parse_fsync,
@@ -223,6 +228,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+#: What a deployment changes from the defaults a development run gets.
+PRODUCTION_DEFAULTS = {s.name: s.production for s in SETTINGS if s.production is not None}
 
 
 class Config:
@@ -315,3 +322,28 @@ def _check_combinations(values: Mapping[str, Any]) -> None:
         # instead would let every site act with the user's cookies
         raise ConfigError("cors_allow_credentials = on needs cors_origins to list the allowed "
                           "origins; * cannot be combined with credentials")
+
+
+def configured(name: str, environ: MutableMapping[str, str]) -> bool:
+    """Whether the operator set ``name`` (its environment variable, or the config
+    file tuswsgi will read)."""
+    setting = SETTINGS_BY_NAME[name]
+    if ENV_PREFIX + name.upper() in environ:
+        return True
+    path = find_config_file(environ)
+    if path is None or not os.path.isfile(path):
+        return False  # a missing TUSWSGI_CONFIG is reported when the app loads
+    try:
+        entries = read_config_file(path)
+    except ConfigError:  # reported, with the file's name, when the app loads
+        return False
+    return any((section, key) == (setting.section, setting.file_key) for section, key, _ in entries)
+
+
+def apply_defaults(environ: MutableMapping[str, str], defaults: Mapping[str, str]) -> None:
+    """Use ``defaults`` for the settings the operator did not set, through the
+    environment, so every process the server starts (workers, CGI runs) sees them;
+    the deploy files call this with :data:`PRODUCTION_DEFAULTS`."""
+    for name, value in defaults.items():
+        if not configured(name, environ):
+            environ[ENV_PREFIX + name.upper()] = value
