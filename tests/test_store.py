@@ -347,3 +347,21 @@ def test_generated_ids_are_valid_and_unique():
     ids = {new_upload_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(store_module.UPLOAD_ID.fullmatch(i) and len(i) == 32 for i in ids)
+
+
+def test_estale_on_info_is_retried(store, monkeypatch):
+    """Another host replaced the .info a moment ago: its old handle is stale."""
+    import errno as errno_module
+    info = new(store, 10)
+    real_open = os.open
+    failures = []
+
+    def stale_once(path, flags, *args):
+        if path.endswith(".info") and not failures:
+            failures.append(path)
+            raise OSError(errno_module.ESTALE, "Stale file handle")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", stale_once)
+    assert store.get(info.id).length == 10
+    assert failures

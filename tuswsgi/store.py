@@ -32,6 +32,8 @@ from .upload import UPLOAD_ID, UploadId, UploadInfo, check_upload_id
 log = logging.getLogger("tuswsgi")
 
 BLOCK_SIZE = 1 << 20
+#: Opens of a ``.info`` that a shared filesystem answers ESTALE (replaced elsewhere).
+_STALE_RETRIES = 5
 _INFO_CACHE_SIZE = 4096
 
 
@@ -116,14 +118,23 @@ class FileStore:
 
     # -- reading -----------------------------------------------------------
     def get(self, upload_id: str) -> UploadInfo:
-        """The upload, with its current offset; raises UploadNotFound / UploadGone."""
+        """The upload, with its current offset; raises UploadNotFound / UploadGone.
+
+        The offset comes from ``fstat`` on a descriptor opened now: on a shared
+        filesystem an ``open`` revalidates the file's attributes (NFS's
+        close-to-open rule), where a bare ``stat`` may answer from a cache.
+        """
         info = self._read_info(upload_id)
         if info.is_gone:
             raise UploadGone(upload_id)
         try:
-            self._observe(info, os.stat(self.path(upload_id)))
+            fd = os.open(self.path(upload_id), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise UploadNotFound(upload_id) from None
+        try:
+            self._observe(info, os.fstat(fd))
+        finally:
+            os.close(fd)
         if info.expires is not None and info.expires <= time.time():
             raise UploadGone(upload_id)
         return info
@@ -139,6 +150,18 @@ class FileStore:
         return os.path.exists(self.path(upload_id, ".info"))
 
     def _read_info(self, upload_id: str) -> UploadInfo:
+        """The ``.info`` record.  A shared filesystem may answer ``ESTALE`` for a
+        moment after another host replaced the file: it is opened again."""
+        for attempt in range(_STALE_RETRIES):
+            try:
+                return self._read_info_once(upload_id)
+            except OSError as exc:
+                if exc.errno != errno.ESTALE or attempt == _STALE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("not reached")
+
+    def _read_info_once(self, upload_id: str) -> UploadInfo:
         path = self.path(upload_id, ".info")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
