@@ -6,6 +6,7 @@ Tests that need a tool that is not installed skip locally, naming the tool; unde
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import pytest
 from werkzeug.test import Client
@@ -49,6 +50,12 @@ def sha256_file(path: os.PathLike | str) -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def b64(value: Union[str, bytes]) -> str:
+    """Base64 of text (UTF-8) or bytes, as Upload-Metadata carries it."""
+    data = value.encode() if isinstance(value, str) else value
+    return base64.b64encode(data).decode("ascii")
 
 
 def random_file(path: Path, size: int) -> Path:

@@ -8,7 +8,7 @@
 #   openssl                    a self-signed certificate for the nginx tests
 #   systemd                    systemd-analyze verify deploy/tuswsgi.service
 #   curl                       an HTTP/2 upload through nginx
-#   strace                     faults injected at the system-call level (tests/test_syscall_faults.py)
+#   strace                     faults injected at the system-call level (tests/server/test_syscall_faults.py)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update

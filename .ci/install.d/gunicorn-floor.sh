@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The oldest gunicorn tuswsgi supports (tuswsgi.worker.GUNICORN_FLOOR), in a venv of
-# its own that sees everything else installed: tests/test_gunicorn_floor.py runs the
+# its own that sees everything else installed: tests/server/test_gunicorn_floor.py runs the
 # worker's suites there, so the floor setup.py declares is the one CI proves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,1 +1,1 @@
-"""Applications that embed tuswsgi, served for real by tests/test_embedding.py."""
+"""Applications that embed tuswsgi, served for real by tests/server/test_embedding.py."""

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from conftest import Server, free_port, require_tool, wait_for_port
-from deploy_helpers import DEPLOY, start_process, substitute
+
+from support.deploy import DEPLOY, start_process, substitute
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 

@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 
 import requests
 from conftest import ROOT, TUS, Server, listening_socket, port_of, settled, wait_for_port
-from faultproxy import FaultProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+
+from support.faultproxy import FaultProxy
 
 DEPLOY = ROOT / "deploy"
 #: What a service manager or a web server gives its children: no pyenv shims, no venv.

@@ -13,11 +13,11 @@ import os
 import time
 from pathlib import Path
 
-import browser as chromium
 import pytest
 import requests
-from browser import SlowProxy, screenshot
 from conftest import TUS, sha256_file
+from support import browser as chromium
+from support.browser import SlowProxy, screenshot
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures

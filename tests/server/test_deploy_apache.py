@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 import requests
 from conftest import TUS, Server, free_port, random_file, require_tool, sha256_file
-from deploy_helpers import (
+from support.deploy import (
     DEPLOY,
     SYSTEM_PATH,
     WorldReadableDir,

@@ -13,12 +13,12 @@ import os
 import threading
 import time
 
-import hookfns
 import pytest
-from conftest import OCTET, TUS, create, data_file, patch
+from conftest import OCTET, TUS, b64, create, data_file, patch
+from support import hookfns
 from werkzeug.test import Client
 
-HOOK = "hookfns:record"
+HOOK = "support.hookfns:record"
 PEER = {"REMOTE_ADDR": "192.0.2.7", "REMOTE_PORT": "50123"}
 
 
@@ -37,8 +37,6 @@ def hooked(make_app):
     app.service.hooks.drain()
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def upload_id(path: str) -> str:
@@ -318,7 +316,7 @@ def test_change_file_info_id_for_a_final_upload(hooked, upload_dir):
 
 @pytest.fixture
 def guarded(make_app):
-    app = make_app(hooks_python="hookfns:authorize")
+    app = make_app(hooks_python="support.hookfns:authorize")
     yield app, Client(app)
     app.service.hooks.drain()
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, random_file, require_tool, sha256, sha256_file, wait_for_size
-from deploy_helpers import DEPLOY, SYSTEM_PATH, start_process, upload_with_cuts
-from test_faults import raw_create, raw_offset, raw_resume, send_partial_patch
+from support.deploy import DEPLOY, SYSTEM_PATH, start_process, upload_with_cuts
+from support.rawclient import raw_create, raw_offset, raw_resume, send_partial_patch
 
 from tuswsgi import gunicorn_conf
 

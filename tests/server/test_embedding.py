@@ -18,7 +18,7 @@ import sys
 import pytest
 import requests
 from conftest import ROOT, TUS, random_file, require_tool, sha256_file, start_gunicorn
-from jsclient import node_client, stored
+from support.jsclient import node_client, stored
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 

@@ -1,7 +1,7 @@
 """The README's tables are generated from the code's own tables, so they cannot drift.
 
 Regenerate after changing a setting or an error: ``UPDATE_README=1 python -m pytest
-tests/test_readme.py``.
+tests/unit/test_readme.py``.
 """
 
 import os

@@ -6,13 +6,12 @@ server can hand over (PEP 3333: latin-1 strings, so invalid UTF-8 arrives as-is)
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 from pathlib import Path
 
 import pytest
-from conftest import OCTET, TUS, create, patch
+from conftest import OCTET, TUS, b64, create, patch
 from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 UTF8_GARBAGE = "\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc"  # invalid UTF-8 bytes
@@ -98,8 +97,6 @@ BASE = {
 BODY = {"PATCH": b"XYZ"}
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def resolve(world, target: str) -> str:

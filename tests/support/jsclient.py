@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from browser import NODE_MODULES
 from conftest import ROOT, require_tool
+
+from support.browser import NODE_MODULES
 
 JS = ROOT / "tests" / "js"
 TUS_JS = NODE_MODULES / "tus-js-client" / "dist" / "tus.min.js"

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Optional
 import pytest
 import requests
 from conftest import ROOT, TUS, require_tool, start_gunicorn
-from deploy_helpers import start_production_gunicorn
+from support.deploy import start_production_gunicorn
 from support.nginx import NGINX, Nginx, start_nginx
 from support.rawhttp import OCTET, RawConnection, RawResponse, request_bytes
 

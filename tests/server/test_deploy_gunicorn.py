@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import TUS, listening_socket, port_of, random_file, sha256_file
-from deploy_helpers import DEPLOY, production_env, start_process, start_production_gunicorn, upload_with_cuts
+from support.deploy import DEPLOY, production_env, start_process, start_production_gunicorn, upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import TUS, sha256_file, start_gunicorn
-from jsclient import methods, node_client, stored
+from support.jsclient import methods, node_client, stored
 
 pytestmark = pytest.mark.e2e
 

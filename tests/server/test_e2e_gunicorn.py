@@ -23,7 +23,7 @@ from conftest import (
     wait_for_port,
     wait_for_size,
 )
-from deploy_helpers import upload_with_cuts
+from support.deploy import upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 

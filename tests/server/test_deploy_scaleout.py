@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import OCTET, TUS, assert_writes_traceable, random_file, sha256, sha256_file
-from deploy_helpers import start_production_gunicorn, upload_with_cuts
+from support.deploy import start_production_gunicorn, upload_with_cuts
 from support.nginx import start_nginx
 
 pytestmark = pytest.mark.e2e

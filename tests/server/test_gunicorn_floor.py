@@ -19,8 +19,9 @@ from tuswsgi.worker import GUNICORN_FLOOR, SUPPORTED_GUNICORN
 pytestmark = pytest.mark.e2e
 
 FLOOR_PYTHON = Path(os.environ.get("TUSWSGI_FLOOR_PYTHON", "/opt/tuswsgi-gunicorn-floor/bin/python"))
-SUITES = ["tests/test_framing.py", "tests/test_syscall_faults.py", "tests/test_faults.py",
-          "tests/test_zero_config.py"]
+SUITES = ["tests/server/test_framing.py", "tests/server/test_syscall_faults.py",
+          "tests/server/test_faults.py", "tests/server/test_zero_config.py", "tests/unit/test_body.py",
+          "tests/unit/test_locking.py"]
 
 
 def test_setup_py_declares_the_supported_range():

@@ -6,6 +6,7 @@ import zlib
 from contextlib import contextmanager
 
 import pytest
+from conftest import b64
 
 from tuswsgi.errors import ERRORS, TusError
 from tuswsgi.protocol import (
@@ -20,8 +21,6 @@ from tuswsgi.protocol import (
 ALL = ("md5", "sha1", "sha256", "sha512", "crc32")
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @contextmanager

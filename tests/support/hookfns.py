@@ -1,4 +1,4 @@
-"""In-process hook functions for the hook tests (``hooks_python="hookfns:record"``).
+"""In-process hook functions for the hook tests (``hooks_python="support.hookfns:record"``).
 
 pytest puts ``tests/`` on ``sys.path`` (as it does for ``conftest``), so the app
 imports this module by name and the tests read and steer the same module object.

@@ -13,13 +13,13 @@ import os
 import secrets
 from pathlib import Path
 
-import browser as chromium
 import pytest
-from browser import StaticServer, require_browser
 from conftest import sha256_file, start_gunicorn
-from jsclient import require_node, uppy_page_files
+from support import browser as chromium
 from support import cookieauth
+from support.browser import StaticServer, require_browser
 from support.hookreceiver import HookReceiver
+from support.jsclient import require_node, uppy_page_files
 from test_tus_js_client import harness_files
 
 pytestmark = pytest.mark.e2e

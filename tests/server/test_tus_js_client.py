@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import browser as chromium
 import pytest
 import requests
-from browser import StaticServer, require_browser
 from conftest import TUS, listening_socket, port_of, sha256_file, start_gunicorn
-from jsclient import JS, TUS_JS, methods, node_client, require_node, stored
+from support import browser as chromium
+from support.browser import StaticServer, require_browser
+from support.jsclient import JS, TUS_JS, methods, node_client, require_node, stored
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures

@@ -13,9 +13,9 @@ import json
 import os
 from urllib.parse import quote
 
-import hookfns
 import pytest
-from conftest import OCTET, TUS, create, data_file, patch
+from conftest import OCTET, TUS, b64, create, data_file, patch
+from support import hookfns
 from werkzeug.test import Client
 
 from tuswsgi import cli
@@ -104,8 +104,6 @@ def head(client: Client, version: int, path: str, **headers: str):
     return client.head(path, headers=draft(version, **headers))
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 # -- creation ------------------------------------------------------------------------------
@@ -585,7 +583,7 @@ def test_tus_upload_seen_by_the_draft(client, version):
 @pytest.fixture
 def hooked(make_app):
     hookfns.reset()
-    app = make_app(hooks_python="hookfns:record")
+    app = make_app(hooks_python="support.hookfns:record")
     yield app, Client(app)
     app.service.hooks.drain()
     hookfns.reset()

@@ -14,12 +14,12 @@ import os
 import time
 from pathlib import Path
 
-import browser as chromium
 import pytest
-from browser import SlowProxy, StaticServer, require_browser
 from conftest import random_file, settled, sha256_file, start_gunicorn
-from faultproxy import FaultProxy
-from jsclient import uppy_page_files
+from support import browser as chromium
+from support.browser import SlowProxy, StaticServer, require_browser
+from support.faultproxy import FaultProxy
+from support.jsclient import uppy_page_files
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures

@@ -1,11 +1,10 @@
 """POST: creation, deferred length, creation-with-upload, limits, and nothing left behind
 by a refused request."""
 
-import base64
 import io
 
 import pytest
-from conftest import OCTET, TUS, create, data_file, patch
+from conftest import OCTET, TUS, b64, create, data_file, patch
 from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -22,7 +21,7 @@ def upload_id(response):
     return response.headers["Location"].rsplit("/", 1)[1]
 
 
-def raw_request(client, method, path, body, headers, content_length=None):
+def wsgi_request(client, method, path, body, headers, content_length=None):
     """Send ``body`` exactly as given: chunked (no Content-Length, input terminated by the
     server) unless ``content_length`` is set, in which case it is sent verbatim.  The test
     client's own helpers always compute Content-Length themselves."""
@@ -38,8 +37,6 @@ def raw_request(client, method, path, body, headers, content_length=None):
     return client.response_wrapper(*parts, request=Request(environ))
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
 
 
 # -- creation -------------------------------------------------------------------------
@@ -262,7 +259,7 @@ def test_creation_with_upload_and_deferred_length(client, upload_dir):
 
 
 def test_creation_with_chunked_upload(client, upload_dir):
-    response = raw_request(client, "POST", "/files/", b"chunky", {
+    response = wsgi_request(client, "POST", "/files/", b"chunky", {
         **TUS, "Upload-Length": "6", "Content-Type": OCTET})
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.headers["Upload-Offset"] == "6"
@@ -279,7 +276,7 @@ def test_creation_with_upload_larger_than_length_is_413_and_creates_nothing(clie
 
 
 def test_chunked_creation_larger_than_length_is_413_and_creates_nothing(client, upload_dir):
-    response = raw_request(client, "POST", "/files/", b"too many bytes", {
+    response = wsgi_request(client, "POST", "/files/", b"too many bytes", {
         **TUS, "Upload-Length": "3", "Content-Type": OCTET})
     assert response.status_code == 413
     assert response.get_data(as_text=True).startswith("ERR_SIZE_EXCEEDED")
@@ -315,7 +312,7 @@ def test_empty_body_needs_no_content_type(client, upload_dir):
 
 @pytest.mark.parametrize("value", ["-1", "abc", "1.0", "0x3", "9" * 30])
 def test_bad_content_length_is_400_and_creates_nothing(client, upload_dir, value):
-    response = raw_request(client, "POST", "/files/", b"abc", {
+    response = wsgi_request(client, "POST", "/files/", b"abc", {
         **TUS, "Upload-Length": "3", "Content-Type": OCTET}, content_length=value)
     assert response.status_code == 400
     assert response.get_data(as_text=True).startswith("ERR_INVALID_CONTENT_LENGTH")

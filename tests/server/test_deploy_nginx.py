@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 import requests
 from conftest import OCTET, TUS, Server, random_file, require_tool, sha256, sha256_file
-from deploy_helpers import start_production_gunicorn, upload_with_cuts
+from support.deploy import start_production_gunicorn, upload_with_cuts
 from support.nginx import NGINX, Nginx, start_nginx
 
 pytestmark = pytest.mark.e2e

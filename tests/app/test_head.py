@@ -1,16 +1,11 @@
 """HEAD: the state a client resumes from, and nothing for IDs that are not uploads."""
 
-import base64
 import time
 
 import pytest
-from conftest import TUS, create, data_file, patch
+from conftest import TUS, b64, create, data_file, patch
 from werkzeug.http import parse_date
 from werkzeug.test import Client
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
 
 
 def test_head_of_new_upload(client):
