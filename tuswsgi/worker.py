@@ -67,7 +67,7 @@ GUNICORN_FLOOR = "27.0.0"
 THREAD_STACK = 512 * 1024
 #: When every worker is full, a connection waits this long before a full worker
 #: takes it anyway (to serve it if it has no body, or refuse it with 503).
-OVERFLOW_GRACE = 0.05
+OVERFLOW_GRACE = 0.25
 #: After an early answer the connection lingers, reading and dropping what the
 #: client still sends, until it stops for LINGER_IDLE or LINGER_TOTAL passes.
 LINGER_IDLE = 5.0

@@ -19,8 +19,7 @@ from support import browser as chromium
 from support import cookieauth
 from support.browser import StaticServer, require_browser
 from support.hookreceiver import HookReceiver
-from support.jsclient import require_node, uppy_page_files
-from test_tus_js_client import harness_files
+from support.jsclient import harness_files, require_node, uppy_page_files
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures

@@ -16,7 +16,7 @@ import requests
 from conftest import TUS, listening_socket, port_of, sha256_file, start_gunicorn
 from support import browser as chromium
 from support.browser import StaticServer, require_browser
-from support.jsclient import JS, TUS_JS, methods, node_client, require_node, stored
+from support.jsclient import harness_files, methods, node_client, require_node, stored
 
 pytestmark = pytest.mark.e2e
 browser, page = chromium.browser, chromium.page  # fixtures
@@ -118,15 +118,6 @@ def test_node_terminate(server, source):
 
 
 # -- Chromium --------------------------------------------------------------------------
-
-def harness_files(assets: str) -> dict[str, tuple[bytes, str]]:
-    html = (JS / "harness.html").read_text().replace("{{assets}}", assets).encode()
-    return {
-        "/harness.html": (html, "text/html; charset=utf-8"),
-        "/tus.min.js": (TUS_JS.read_bytes(), "text/javascript; charset=utf-8"),
-        "/harness.js": ((JS / "harness.js").read_bytes(), "text/javascript; charset=utf-8"),
-    }
-
 
 def open_harness(page, server) -> StaticServer:
     """The harness page and tus.min.js, from the static server's origin."""

@@ -264,7 +264,7 @@ def test_retries_after_cut_connections_and_server_errors(gunicorn_factory, page,
     """A flaky link (every connection cut after 2.5 MB), one PATCH answered 503 and one
     failing at the network level: the page backs off, asks HEAD where the upload stands
     after each of its failures, and finishes with the right bytes."""
-    from faultproxy import FaultProxy
+    from support.faultproxy import FaultProxy
 
     server = gunicorn_factory(workers=2, threads=4)
     proxy = FaultProxy(server.port, cut_after=2_500_000)

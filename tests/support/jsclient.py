@@ -60,3 +60,14 @@ def uppy_page_files(out_dir: Path) -> dict[str, tuple[bytes, str]]:
     assert result.returncode == 0, result.stderr
     return {"/uppy.html": ((JS / "uppy.html").read_bytes(), "text/html; charset=utf-8"),
             "/uppy-harness.bundle.js": (bundle.read_bytes(), "text/javascript; charset=utf-8")}
+
+
+def harness_files(assets: str) -> dict[str, tuple[bytes, str]]:
+    """tests/js/harness.html (with ``assets`` in its placeholder), tus.min.js and
+    harness.js, as a StaticServer serves them."""
+    html = (JS / "harness.html").read_text().replace("{{assets}}", assets).encode()
+    return {
+        "/harness.html": (html, "text/html; charset=utf-8"),
+        "/tus.min.js": (TUS_JS.read_bytes(), "text/javascript; charset=utf-8"),
+        "/harness.js": ((JS / "harness.js").read_bytes(), "text/javascript; charset=utf-8"),
+    }
