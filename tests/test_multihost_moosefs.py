@@ -33,6 +33,7 @@ import pytest
 import requests
 from conftest import (
     OCTET,
+    ROOT,
     TUS,
     Server,
     assert_writes_traceable,
@@ -345,6 +346,21 @@ def _open_shared_races(first: Path, second: Path, rounds: int) -> int:
             thread.join()
         os.unlink(first / name)
     return len(failures)
+
+
+def test_check_shared_dir_finds_the_two_mounts_safe(hosts):
+    """The operator's self-test on the upload directory through both mounts."""
+    a, b = hosts
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tuswsgi.cli", "check-shared-dir", str(a.mount.path / UPLOADS),
+               str(b.mount.path / UPLOADS)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "verdict: safe"
+    assert len([line for line in lines if line.startswith("safe ")]) == 9
+    assert not [name for name in os.listdir(a.mount.path / UPLOADS) if name.startswith(".tuswsgi-check")]
 
 
 # -- losing whole hosts ------------------------------------------------------------
