@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from netns import Namespace, unique_name
+
 #: The master never keeps a disconnected session for less than this (seconds):
 #: lower values of SESSION_SUSTAIN_TIME are raised to it, with a warning.
 SESSION_SUSTAIN_TIME = 60
@@ -115,48 +117,28 @@ class MooseFS:
     """A master, two chunkservers and any number of mounts under ``root``."""
 
     root: Path
-    namespace: str = field(default_factory=lambda: f"tusmh-{os.getpid()}")
+    namespace: Namespace = field(default_factory=lambda: Namespace(unique_name("tusmh"), HOST_ADDRESS,
+                                                                    NS_ADDRESS))
     daemons: list = field(default_factory=list)
     mounts: dict = field(default_factory=dict)
     #: ``time.monotonic()`` when the master began to serve.
     started_at: float = 0.0
-    _veth: str = ""
 
     # -- start ----------------------------------------------------------------------
     def start(self) -> MooseFS:
         """Network namespace, master, chunkservers; returns once both chunkservers
         are registered with the master (so writes can be placed)."""
-        self._network()
+        self.namespace.create()
         self._start_master()
         for number, port in enumerate(CHUNKSERVER_PORTS, 1):
             self._start_chunkserver(number, port)
         wait_until(lambda: self.chunkservers() == len(CHUNKSERVER_PORTS), 30, "chunkservers to register")
         return self
 
-    def _network(self) -> None:
-        taken = subprocess.run([_tool("ip"), "-o", "addr", "show", "to", f"{HOST_ADDRESS}/24"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
-        if taken:
-            raise RuntimeError(f"{HOST_ADDRESS}/24 is already in use (a leftover test namespace? "
-                               f"see `ip netns list`): {taken}")
-        self._veth = f"tmh{os.getpid()}"
-        ip, ns = _tool("ip"), self.namespace
-        outside, inside = self._veth + "a", self._veth + "b"
-        in_ns = [ip, "netns", "exec", ns, ip]
-        for command in ([ip, "netns", "add", ns],
-                        [ip, "link", "add", outside, "type", "veth", "peer", "name", inside],
-                        [ip, "link", "set", inside, "netns", ns],
-                        [ip, "addr", "add", f"{HOST_ADDRESS}/24", "dev", outside],
-                        [ip, "link", "set", outside, "up"],
-                        [*in_ns, "addr", "add", f"{NS_ADDRESS}/24", "dev", inside],
-                        [*in_ns, "link", "set", inside, "up"],
-                        [*in_ns, "link", "set", "lo", "up"]):
-            subprocess.run(command, check=True, capture_output=True, timeout=30)
-
     def _daemon(self, name: str, command: list[str]) -> subprocess.Popen:
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([_tool("ip"), "netns", "exec", self.namespace, *command],
+            proc = subprocess.Popen(self.namespace.command(*command),
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.daemons.append(proc)
@@ -277,10 +259,7 @@ class MooseFS:
         for proc in reversed(self.daemons):
             _kill_group(proc)
         self.daemons.clear()
-        if self._veth:
-            subprocess.run([_tool("ip"), "netns", "delete", self.namespace], capture_output=True, timeout=30)
-            subprocess.run([_tool("ip"), "link", "delete", self._veth + "a"], capture_output=True, timeout=30)
-            self._veth = ""
+        self.namespace.delete()
         if errors:
             raise RuntimeError("; ".join(errors))
 

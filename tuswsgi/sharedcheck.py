@@ -54,8 +54,9 @@ _FIX_ATTRS = ("attributes are cached: turn attribute caching off (NFS `actimeo=0
 _FIX_DATA = ("file data is cached across clients: turn client data caches off (GlusterFS volume "
              "`performance.quick-read off, performance.io-cache off, performance.read-ahead off, "
              "performance.open-behind off`; MooseFS `mfscachemode=AUTO` or `NO`, never `YES`)")
-_FIX_APPEND = ("O_APPEND does not write at the size other clients see: GlusterFS `performance.write-behind` "
-               "and `performance.stat-prefetch` off; otherwise this file system cannot be used")
+_FIX_APPEND = ("O_APPEND did not write at the size fstat reported: usually the attribute cache of "
+               "\"size after hand-over\" (fix that first); if that check is safe, appends on this file "
+               "system cannot be trusted")
 _FIX_ENTRIES = ("names are cached: turn entry caching off (NFS `lookupcache=none`; GlusterFS "
                 "`entry-timeout=0,negative-timeout=0`; MooseFS `mfsentrycacheto=0`)")
 _FIX_CREATE = "creating a file that another client creates at once fails with an error tuswsgi cannot absorb"
