@@ -4,9 +4,9 @@ Each "host" is its own ``mfsmount`` of one MooseFS volume (its own client,
 session and caches; see tests/moosefs.py) with the production gunicorn
 (deploy/gunicorn.conf.py) serving the same upload directory on it.  What a
 client sees through one host must hold on the other: offsets, bytes, locks and
-the hand-over of a stalled request.  The last test loses a whole host (its
-server and its mount, ``kill -9``) and measures how long the master keeps the
-dead host's lock.
+the hand-over of a stalled request.  The last tests lose whole hosts (server
+and mount, ``kill -9``), one fenced by the operator and one left to the master,
+and measure how long the dead host's lock outlives it.
 
 Run alone with ``python -m pytest tests/test_multihost_moosefs.py -s`` (as root:
 it creates a network namespace and FUSE mounts); ``-s`` shows the measurements.
@@ -65,10 +65,6 @@ class Host:
     def port(self) -> int:
         return self.server.port
 
-    @property
-    def url(self) -> str:
-        return self.server.url
-
     def file(self, upload_path: str) -> Path:
         """The upload's data file as this host sees it."""
         return self.mount.path / UPLOADS / upload_path.rsplit("/", 1)[1]
@@ -88,7 +84,8 @@ def moose(tmp_path_factory) -> Iterator[moosefs.MooseFS]:
         fs.stop()
 
 
-def start_host(moose: moosefs.MooseFS, mount: moosefs.Mount, workdir: Path) -> Host:
+def start_host(mount: moosefs.Mount, workdir: Path) -> Host:
+    """The production gunicorn on ``mount``'s upload directory, logging to ``workdir``."""
     workdir.mkdir(exist_ok=True)
     server = start_production_gunicorn(workdir, upload_dir=mount.path / UPLOADS, name=mount.name,
                                        TUSWSGI_BEHIND_PROXY="on")
@@ -102,7 +99,7 @@ def hosts(moose, tmp_path_factory) -> Iterator[tuple[Host, Host]]:
     started: list[Host] = []
     try:
         for name in ("a", "b"):
-            started.append(start_host(moose, moose.mounts[name], work / name))
+            started.append(start_host(moose.mounts[name], work / name))
         yield started[0], started[1]
     finally:
         for host in started:
@@ -131,7 +128,7 @@ def wait_for_size(path: Path, size: int, timeout: float = 30) -> None:
 
 
 def kill_server(server: Server) -> None:
-    """``kill -9`` a gunicorn master and its workers (they share its session)."""
+    """``kill -9`` a gunicorn master and its workers (its process group)."""
     os.killpg(server.proc.pid, signal.SIGKILL)
     server.proc.wait()
 
@@ -417,7 +414,7 @@ class HostLoss:
 def doom_host(moose: moosefs.MooseFS, b: Host, name: str, workdir: Path) -> Victim:
     """Start host ``name`` (a new mount and gunicorn) and leave it holding an
     upload's lock: a PATCH that sent 500000 of its bytes and went silent."""
-    host = start_host(moose, moose.mount(name), workdir / name)
+    host = start_host(moose.mount(name), workdir / name)
     data = os.urandom(4_000_000)
     path = raw_create(b.port, len(data))
     assert patch(host, path, data[:1_000_000], 0).status_code == 204
