@@ -30,6 +30,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 from filelock import lock_descriptor, unlock_descriptor
@@ -165,7 +166,7 @@ def _flock(paths: _Paths, rounds: int) -> list[Result]:
                 failures.append(f"round {number}: both paths held the lock at once")
                 unlock_descriptor(other)
             unlock_descriptor(holder)
-            taken = _within(1.0, lambda other=other: lock_descriptor(other, blocking=False))
+            taken = _within(1.0, partial(lock_descriptor, other, blocking=False))
             if taken is None:
                 failures.append(f"round {number}: a released lock stayed taken for 1 s")
             else:
@@ -295,9 +296,9 @@ def _listing(paths: _Paths, rounds: int) -> list[Result]:
         name = f"upload-{number}"
         _names(dir_b)
         _write(os.path.join(dir_a, name), b"")
-        shown = _within(LISTING_BOUND, lambda name=name: name in _names(dir_b))
+        shown = _within(LISTING_BOUND, partial(_listed, dir_b, name, True))
         os.unlink(os.path.join(dir_a, name))
-        gone = _within(LISTING_BOUND, lambda name=name: name not in _names(dir_b))
+        gone = _within(LISTING_BOUND, partial(_listed, dir_b, name, False))
         if shown is None or gone is None:
             what = "appear" if shown is None else "leave"
             failures.append(f"round {number}: a name took over {LISTING_BOUND * 1000:.0f} ms to {what}")
@@ -368,7 +369,7 @@ def _read_all(path: str) -> tuple[int, bytes]:
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        blocks = []
+        blocks: list[bytes] = []
         while True:
             block = os.read(fd, 1 << 20)
             if not block:
@@ -390,6 +391,11 @@ def _peek(path: str) -> None:
 def _names(directory: str) -> set[str]:
     with os.scandir(directory) as entries:
         return {entry.name for entry in entries}
+
+
+def _listed(directory: str, name: str, wanted: bool) -> bool:
+    """Whether ``name``'s presence in a fresh listing of ``directory`` is ``wanted``."""
+    return (name in _names(directory)) is wanted
 
 
 def _race(pair: tuple[str, str], create: Callable[[str], None]) -> list[int]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check-shared-dir on GlusterFS (tests/test_sharedcheck_glusterfs.py): a private
+# check-shared-dir on GlusterFS (tests/server/test_sharedcheck_glusterfs.py): a private
 # glusterd in a network namespace, one brick, two FUSE mounts.
 # Run as root on a fresh Debian machine.
 set -euo pipefail

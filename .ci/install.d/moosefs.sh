@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-host tests (tests/multihost/): a private MooseFS (master + 2 chunkservers
+# Multi-host tests (tests/server/test_multihost_moosefs.py): a private MooseFS (master + 2 chunkservers
 # in a network namespace) mounted twice with FUSE, one mount per "host".
 # Run as root on a fresh Debian machine.
 #   moosefs-master, moosefs-chunkserver, moosefs-client (mfsmount)  MooseFS 3.0

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from typing import Iterator
 
-import glusterfs
 import pytest
 from conftest import ROOT, require_tool
+from support import glusterfs
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """A private GlusterFS volume on this machine, mounted twice with FUSE.
 
-glusterd runs inside a network namespace of its own (tests/netns.py) with its
+glusterd runs inside a network namespace of its own (tests/support/netns.py) with its
 working directory, run directory and CLI socket under the test's directory, so
 the machine's /var/lib/glusterd is never used; one brick, one volume, and each
 mount is its own ``glusterfs`` client with its own caches.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from moosefs import wait_until
-from netns import Namespace, unique_name
+from support.moosefs import wait_until
+from support.netns import Namespace, unique_name
 
 HOST_ADDRESS = "10.78.0.1"
 NS_ADDRESS = "10.78.0.2"

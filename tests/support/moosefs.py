@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from netns import Namespace, unique_name
+from support.netns import Namespace, unique_name
 
 #: The master never keeps a disconnected session for less than this (seconds):
 #: lower values of SESSION_SUSTAIN_TIME are raised to it, with a warning.

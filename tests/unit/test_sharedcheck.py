@@ -2,7 +2,7 @@
 
 A local directory is what one host sees; the file systems a check must flag are
 imitated by replacing the primitive each check relies on.  The real two-client
-case runs on MooseFS in tests/test_multihost_moosefs.py.
+case runs on MooseFS in tests/server/test_multihost_moosefs.py.
 """
 
 from __future__ import annotations
