@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from . import sharedcheck
 from .config import PRODUCTION_DEFAULTS, SETTINGS, ConfigError, apply_defaults, load_config
 from .hooks import hooks_from_config
 from .protocol import decode_metadata
@@ -34,11 +35,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cleanup.add_argument("--dry-run", action="store_true")
     commands.add_parser("check-config", help="validate the configuration and print it")
     commands.add_parser("sample-config", help="print a tus.ini with every key commented")
+    shared = commands.add_parser(
+        "check-shared-dir", help="check that an upload directory can be shared by several servers",
+        description="Check what tuswsgi relies on when servers share an upload directory: locks, sizes "
+                    "and bytes after a lock changes hands, appends, renames, racing creations, "
+                    "modification times, listings. Give two mounts of the same directory (on one "
+                    "host, each its own client) to check what one host sees of another's changes. "
+                    "Exit status 0: safe; 1: not safe; 2: the check could not run.")
+    shared.add_argument("directory", help="the upload directory (the check works in a scratch dir in it)")
+    shared.add_argument("second", nargs="?", help="another mount of the same directory")
     args = parser.parse_args(argv)
 
     if args.command == "sample-config":
         sys.stdout.write(sample_config())
         return 0
+    if args.command == "check-shared-dir":
+        return check_shared_dir_command(args.directory, args.second)
     if args.command == "serve":
         return serve_command(args)
     try:
@@ -86,6 +98,21 @@ def serve_command(args: argparse.Namespace) -> int:
                *extra, "tuswsgi:app"]
     os.execv(sys.executable, command)
     return 1  # not reached
+
+
+def check_shared_dir_command(directory: str, second: Optional[str]) -> int:
+    """Print the report; 0 when safe, 1 when not, 2 when the check could not run."""
+    for path in filter(None, (directory, second)):
+        if not os.path.isdir(path):
+            print(f"tuswsgi: {path} is not a directory", file=sys.stderr)
+            return 2
+    try:
+        results = sharedcheck.check_shared_dir(directory, second)
+    except OSError as exc:
+        print(f"tuswsgi: cannot check {directory}: {exc}", file=sys.stderr)
+        return 2
+    print(sharedcheck.format_report(directory, second, results))
+    return 0 if sharedcheck.is_safe(results) else 1
 
 
 def sample_config() -> str:
