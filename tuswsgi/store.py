@@ -303,20 +303,26 @@ class FileStore:
         return written
 
     def _check_landed(self, fd: int, upload_id: str, size: int, written: int) -> None:
-        """Refuse bytes that landed anywhere but at ``size``.
+        """Refuse bytes that landed anywhere but at ``size``, the offset checked
+        under the lock.
 
-        ``O_APPEND`` writes at the file's real end.  Where a shared filesystem
-        served a stale size before the write (another host had appended), the
-        file is now longer than ``size + written``: our bytes sit after the other
-        host's, so they are cut off again and the true offset is reported.
+        ``O_APPEND`` writes at what the filesystem takes for the end of the file.
+        Where that is not the size ``fstat`` gave (a shared filesystem served a
+        stale size; MooseFS keeps a crashed client's unfinished tail past the end
+        it reports), the file is now longer than ``size + written``.  Nothing
+        acknowledged can lie past ``size`` while we hold the lock on a sound
+        filesystem, so the file is cut back to ``size`` and the client is told to
+        resend from there (409): never adopt bytes nobody acknowledged.
         """
         actual = os.fstat(fd).st_size
         if actual == size + written:
             return
-        truth = actual - written
-        if truth > size:
-            self._undo(fd, upload_id, truth)
-            raise OffsetMismatch(truth)
+        if actual > size + written:
+            log.error("%s: %d bytes landed past the checked end (%d); cut back to it. If this "
+                      "repeats, run `tuswsgi check-shared-dir` on the upload directory",
+                      upload_id, actual - size - written, size)
+            self._undo(fd, upload_id, size)
+            raise OffsetMismatch(size)
         raise StorageFailed(f"data file is {actual} bytes after writing {written} at {size}")
 
     def _undo(self, fd: int, upload_id: str, size: int) -> None:
