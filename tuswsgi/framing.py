@@ -12,19 +12,22 @@ connection must close; it is never reused at an unknown position.
 
 Reads return what has arrived (one ``recv``), never waiting for a full block, so
 a client that stalls or is cut keeps every byte it sent.  A read waits for data
-with ``poll`` before it allocates its buffer, so a thousand waiting uploads hold
-no buffers; and a client that trickles (below :data:`BATCH_BYTES` per
-:data:`BATCH_WAIT`, 32 KB/s) is read :data:`BATCH_WAIT` apart, letting the
-kernel gather its bytes, so a slow upload wakes its thread twice a second
-instead of for every packet.  Faster clients are never paused.  Nothing here
-imports the WSGI server; :mod:`tuswsgi.worker` builds the reader and honours its
-verdict.
+with ``poll``, never inside a ``recv`` that holds its buffer, so a thousand
+waiting uploads hold no buffers; a plain socket is read with one ``os.read``
+when bytes are already there (most reads), without ``poll``.  A client that
+trickles (below :data:`BATCH_BYTES` per :data:`BATCH_WAIT`, 32 KB/s) is read
+:data:`BATCH_WAIT` apart, letting the kernel gather its bytes, so a slow upload
+wakes its thread twice a second instead of for every packet.  Faster clients
+are never paused.  Nothing here imports the WSGI server; :mod:`tuswsgi.worker`
+builds the reader and honours its verdict.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, Optional, Protocol
@@ -91,6 +94,7 @@ class BodyReader:
         #: The longest a read waits for the next byte (``None``: no limit).
         self.timeout: Optional[float] = None
         self._poller = _poller_for(source)
+        self._plain = _plain_socket(source)
         self._batch_wait = batch_wait
         self._batching = False
         self._woken = threading.Event()
@@ -288,20 +292,46 @@ class BodyReader:
             self._woken.wait(self._batch_wait)  # let a trickling client's bytes gather
         self.waiting_since = time.monotonic()
         try:
+            if self._plain is not None and self._plain.gettimeout() is not None:
+                return self._recv_direct(self._plain.fileno(), size)
             if self._poller is not None and not self._source_pending():
-                timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
-                if not self._poller.poll(timeout):
-                    raise TimeoutError("no data within the timeout")
+                self._wait_readable()
             return self._source.recv(size)
         except socket.timeout:
             raise TimeoutError("no data within the timeout") from None
         finally:
             self.waiting_since = None
 
+    def _recv_direct(self, fd: int, size: int) -> bytes:
+        """Read what has arrived on a plain socket, waiting with ``poll`` only when
+        nothing has.  The socket's own ``recv`` polls before every read when it has
+        a timeout: a second system call, and a second wait for the GIL, per read."""
+        while True:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                self._wait_readable()
+
+    def _wait_readable(self) -> None:
+        assert self._poller is not None
+        timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
+        if not self._poller.poll(timeout):
+            raise TimeoutError("no data within the timeout")
+
     def _source_pending(self) -> bool:
         """Bytes a TLS socket already decrypted, which ``poll`` cannot see."""
         pending = getattr(self._source, "pending", None)
         return bool(pending and pending())
+
+
+def _plain_socket(source: Source) -> Optional[socket.socket]:
+    """``source`` when it is a plain socket, read with ``os.read`` while it is in
+    timeout mode (CPython keeps its descriptor non-blocking then); ``None`` for
+    TLS, whose bytes only its own ``recv`` decrypts, and for other sources."""
+    if isinstance(source, socket.socket) and not isinstance(source, ssl.SSLSocket) \
+            and hasattr(select, "poll"):
+        return source
+    return None
 
 
 def _poller_for(source: Source) -> Optional[select.poll]:
