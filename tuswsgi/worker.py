@@ -56,6 +56,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from .body import CONNECTION_KEY, Connection, interrupt_all, reading
 from .config import load_config
 from .framing import BodyReader
+from .threads import ThreadPool
 
 log = logging.getLogger("tuswsgi")
 
@@ -93,7 +94,7 @@ def missing_interfaces() -> list[str]:
     if not low <= version < high:
         missing.append(f"gunicorn {gunicorn.__version__} (supported: >={low[0]}.{low[1]},<{high[0]}.0)")
     needs = [(ThreadWorker, ("handle", "finish_request", "enqueue_req", "set_accept_enabled",
-                             "wait_for_and_dispatch_events", "on_pending_socket_readable",
+                             "get_thread_pool", "wait_for_and_dispatch_events", "on_pending_socket_readable",
                              "murder_keepalived", "handle_exit")),
              (TConn, ("init", "close", "set_timeout")),
              (GunicornRequest, ("_expected_100_continue", "should_close")),
@@ -202,6 +203,10 @@ class TusWorker(ThreadWorker):
         threading.stack_size(THREAD_STACK)
         _booted = True
         super().init_process()
+
+    def get_thread_pool(self) -> ThreadPool:
+        """Request threads whose start never holds up the event loop."""
+        return ThreadPool(self.cfg.threads)
 
     # -- connections ----------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:
