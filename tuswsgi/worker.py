@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
 import select
 import selectors
@@ -73,6 +74,8 @@ OVERFLOW_GRACE = 0.05
 #: client still sends, until it stops for LINGER_IDLE or LINGER_TOTAL passes.
 LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
+#: The event loop checks in with gunicorn's arbiter this often (its timeout is 120 s).
+NOTIFY_INTERVAL = 1.0
 #: After running out of file descriptors, accepting pauses this long.
 ACCEPT_PAUSE = 0.5
 #: gunicorn's exit status for "the worker could not boot".
@@ -145,22 +148,57 @@ class _FramedInput:
 
 class _Socket(socket.socket):
     """A client socket whose blocking mode has a timeout, so a client that stops
-    sending its request head, or stops reading its response, frees the thread."""
+    sending its request head, or stops reading its response, frees the thread.
+
+    Under thousands of threads every system call is also a wait to get the GIL
+    back, so this socket makes fewer.  Mode changes (an ``ioctl`` each, five per
+    request from gunicorn): the timeout is set only when it changes, and the
+    non-blocking mode gunicorn asks for while the connection waits in the event
+    loop is not applied, since there only ``epoll`` looks at it (the lingering
+    close, which reads there, sets it with :meth:`socket.socket.setblocking`).
+    Reads and sends: in timeout mode CPython polls before each one; here a read
+    or send that can complete at once goes straight to the (non-blocking)
+    descriptor, and only one that cannot waits the socket's way.
+    """
 
     __slots__ = ("io_timeout",)
     io_timeout: float
 
     @classmethod
-    def adopt(cls, sock: socket.socket, io_timeout: float) -> _Socket:
-        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        adopted.io_timeout = io_timeout
-        return adopted
+    def accept_from(cls, listener: socket.socket, io_timeout: float) -> tuple[_Socket, Any]:
+        """``listener.accept()`` without its intermediate socket object, whose
+        creation asks the kernel for the address again."""
+        fd, address = listener._accept()  # type: ignore[attr-defined]
+        sock = cls(listener.family, listener.type, listener.proto, fileno=fd)
+        sock.io_timeout = io_timeout
+        return sock, address
 
     def setblocking(self, flag: bool) -> None:
         if flag:
             self.settimeout(self.io_timeout)
-        else:
-            super().setblocking(False)
+
+    def settimeout(self, value: Optional[float]) -> None:
+        if value != self.gettimeout():
+            super().settimeout(value)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if not flags and self.gettimeout():
+            try:
+                return os.read(self.fileno(), bufsize)
+            except BlockingIOError:
+                pass
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        if not flags and self.gettimeout():
+            try:
+                view = view[os.write(self.fileno(), view):]
+            except BlockingIOError:
+                pass
+            if not view:
+                return
+        super().sendall(view, flags)
 
 
 class _Conn(TConn):
@@ -190,6 +228,8 @@ class TusWorker(ThreadWorker):
         self._lingering: dict[_Conn, tuple[float, float]] = {}
         self._accept_paused_until = 0.0
         self._overflow_since: Optional[float] = None
+        self._listener_addresses: dict[int, Any] = {}
+        self._notified = 0.0
 
     # -- boot -------------------------------------------------------------------
     def init_process(self) -> None:
@@ -212,7 +252,7 @@ class TusWorker(ThreadWorker):
     def accept(self, listener: socket.socket) -> None:
         """Take a connection and wait, in the event loop, for its first request."""
         try:
-            client, address = listener.accept()
+            client, address = _Socket.accept_from(listener, self.io_timeout)
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 self._pause_accepting(exc)
@@ -220,13 +260,19 @@ class TusWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        client = _Socket.adopt(client, self.io_timeout)
-        conn = _Conn(self.cfg, client, address, listener.getsockname())
+        conn = _Conn(self.cfg, client, address, self._listener_address(listener))
         conn.worker = self
         conn.timeout = time.monotonic() + self.cfg.keepalive
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
         self._update_accepting()
+
+    def _listener_address(self, listener: socket.socket) -> Any:
+        """The listener's own address (asked of the kernel once, not per connection)."""
+        address = self._listener_addresses.get(listener.fileno())
+        if address is None:
+            address = self._listener_addresses[listener.fileno()] = listener.getsockname()
+        return address
 
     def _pause_accepting(self, exc: OSError) -> None:
         """Out of descriptors: stop accepting for a moment rather than die.  The
@@ -259,6 +305,14 @@ class TusWorker(ThreadWorker):
             self.set_accept_enabled(True)
         else:
             super().set_accept_enabled(False)
+
+    def notify(self) -> None:
+        """Check in with the arbiter at most every :data:`NOTIFY_INTERVAL` rather
+        than every turn of the event loop (each is a system call, see _Socket)."""
+        now = time.monotonic()
+        if now - self._notified >= NOTIFY_INTERVAL:
+            self._notified = now
+            super().notify()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """One turn of the event loop, plus what this worker checks every turn."""
@@ -309,7 +363,7 @@ class TusWorker(ThreadWorker):
         client still sends until it stops or closes (in the event loop)."""
         try:
             socket.socket.shutdown(conn.sock, socket.SHUT_WR)
-            conn.sock.setblocking(False)
+            socket.socket.setblocking(conn.sock, False)
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_readable, conn))
         except (OSError, ValueError, KeyError):
             TConn.close(conn)
@@ -395,6 +449,11 @@ class TusWorker(ThreadWorker):
             return False
         conn.parser.unreader.unread(reader.leftover())
         return True
+
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        """Nothing to drain: the connection is kept only when its BodyReader read
+        the body to its end (gunicorn's drain would set and reset the timeout)."""
+        return keepalive
 
     def _body_slot(self, reader: BodyReader) -> Optional[_Slot]:
         """A body slot for the request (a no-op one when it has no body), or
