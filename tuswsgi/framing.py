@@ -15,9 +15,11 @@ a client that stalls or is cut keeps every byte it sent.  A read waits for data
 with ``poll``, never inside a ``recv`` that holds its buffer, so a thousand
 waiting uploads hold no buffers; a plain socket is read with one ``os.read``
 when bytes are already there (most reads), without ``poll``.  A client that
-trickles (below :data:`BATCH_BYTES` per :data:`BATCH_WAIT`, 32 KB/s) is read
-:data:`BATCH_WAIT` apart, letting the kernel gather its bytes, so a slow upload
-wakes its thread twice a second instead of for every packet.  Faster clients
+trickles (below :data:`TRICKLE_RATE`, 32 KiB/s) is read :data:`BATCH_WAIT`
+apart, letting the kernel gather its bytes, so a slow upload wakes its thread
+once a second instead of for every packet: each wake-up is three turns for the
+GIL (the wake, the read, the write to disk), and with thousands of slow
+uploads per worker those turns are what the worker spends.  Faster clients
 are never paused.  Nothing here imports the WSGI server; :mod:`tuswsgi.worker`
 builds the reader and honours its verdict.
 """
@@ -41,9 +43,11 @@ DRAIN_SECONDS = 1.0
 #: stays small), doubling up to the maximum while every read comes back full.
 MIN_RECV = 16 * 1024
 MAX_RECV = 1024 * 1024
-#: A body arriving slower than BATCH_BYTES per BATCH_WAIT is read that far apart.
+#: A body arriving slower than TRICKLE_RATE (bytes a second) is read BATCH_WAIT
+#: apart; a read of BATCH_BYTES or more shows it is not trickling.
+TRICKLE_RATE = 32 * 1024
 BATCH_BYTES = 16 * 1024
-BATCH_WAIT = 0.5
+BATCH_WAIT = 1.0
 #: Bounds on the framing lines of a chunked body.
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 64 * 1024
@@ -274,7 +278,7 @@ class BodyReader:
 
     def _trickling(self, count: int) -> bool:
         """Whether the body arrives so slowly that pausing between reads costs it
-        nothing: less than BATCH_BYTES per BATCH_WAIT, judged after BATCH_WAIT."""
+        nothing: slower than TRICKLE_RATE, judged after BATCH_WAIT."""
         now = time.monotonic()
         if not self._started:
             self._started = now
@@ -282,7 +286,7 @@ class BodyReader:
         if not self._batch_wait or self._woken.is_set() or count >= BATCH_BYTES \
                 or elapsed < self._batch_wait:
             return False
-        return self.received / elapsed < BATCH_BYTES / self._batch_wait
+        return self.received / elapsed < TRICKLE_RATE
 
     def _recv(self, size: int) -> bytes:
         if self._continue:
