@@ -13,14 +13,15 @@ gunicorn's threaded worker with three jobs of its own.
   response and what the client still sends is read and dropped for a while, so
   the client (or nginx) reads the answer instead of a reset.  ``100 Continue``
   goes out when the body is first read, never for a refused request.
-- **Capacity.**  Threads are many and small; at most ``threads -
+- **Capacity.**  Threads are many and small (and the GIL's switch interval
+  suits thousands of them, :data:`SWITCH_INTERVAL`); at most ``threads -
   reserved_threads`` of them read bodies at once, so requests without a body
   (HEAD, OPTIONS, DELETE) always find one, and a body beyond that is refused at
   once with 503.  A worker takes new connections only while it has room, so a
   connection never waits in a full worker while another one is free; when every
   worker is full, a waiting connection is taken after :data:`OVERFLOW_GRACE`
   and answered (503 for a body).  New and idle connections wait in the event
-  loop, not on a thread.
+  loop, not on a thread, and starting a thread never holds up the loop.
 - **Shutdown.**  SIGTERM stops every running body at once (its bytes are kept,
   the client gets 503 and resumes), instead of waiting ``graceful_timeout``.
 
@@ -67,6 +68,14 @@ SUPPORTED_GUNICORN = ((27, 0), (28, 0))
 GUNICORN_FLOOR = "27.0.0"
 #: Stack reserved per thread: thousands of threads, each needing little.
 THREAD_STACK = 512 * 1024
+#: How long a thread may hold the GIL before a thread waiting for it asks it to
+#: let go (``sys.setswitchinterval``).  Every waiting thread wakes this often to
+#: check; at CPython's 5 ms, a few hundred threads waiting at once wake 100,000
+#: times a second, which slows the GIL's hand-overs, so more threads wait: past
+#: ~1,500 slow uploads per worker the worker collapsed into that state (both
+#: cores busy, uploads and new requests starved).  Threads here give the GIL up
+#: at every system call, so a longer interval only bounds pure-Python stretches.
+SWITCH_INTERVAL = 0.05
 #: When every worker is full, a connection waits this long before a full worker
 #: takes it anyway (to serve it if it has no body, or refuse it with 503).
 OVERFLOW_GRACE = 0.05
@@ -241,6 +250,7 @@ class TusWorker(ThreadWorker):
             sys.exit(_WORKER_BOOT_ERROR)
         _raise_fd_limit(self.log)
         threading.stack_size(THREAD_STACK)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         _booted = True
         super().init_process()
 
