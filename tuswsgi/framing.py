@@ -12,19 +12,24 @@ connection must close; it is never reused at an unknown position.
 
 Reads return what has arrived (one ``recv``), never waiting for a full block, so
 a client that stalls or is cut keeps every byte it sent.  A read waits for data
-with ``poll`` before it allocates its buffer, so a thousand waiting uploads hold
-no buffers; and a client that trickles (below :data:`BATCH_BYTES` per
-:data:`BATCH_WAIT`, 32 KB/s) is read :data:`BATCH_WAIT` apart, letting the
-kernel gather its bytes, so a slow upload wakes its thread twice a second
-instead of for every packet.  Faster clients are never paused.  Nothing here
-imports the WSGI server; :mod:`tuswsgi.worker` builds the reader and honours its
-verdict.
+with ``poll``, never inside a ``recv`` that holds its buffer, so a thousand
+waiting uploads hold no buffers; a plain socket is read with one ``os.read``
+when bytes are already there (most reads), without ``poll``.  A client that
+trickles (below :data:`TRICKLE_RATE`, 32 KiB/s) is read :data:`BATCH_WAIT`
+apart, letting the kernel gather its bytes, so a slow upload wakes its thread
+once a second instead of for every packet: each wake-up is three turns for the
+GIL (the wake, the read, the write to disk), and with thousands of slow
+uploads per worker those turns are what the worker spends.  Faster clients
+are never paused.  Nothing here imports the WSGI server; :mod:`tuswsgi.worker`
+builds the reader and honours its verdict.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, Optional, Protocol
@@ -38,9 +43,11 @@ DRAIN_SECONDS = 1.0
 #: stays small), doubling up to the maximum while every read comes back full.
 MIN_RECV = 16 * 1024
 MAX_RECV = 1024 * 1024
-#: A body arriving slower than BATCH_BYTES per BATCH_WAIT is read that far apart.
+#: A body arriving slower than TRICKLE_RATE (bytes a second) is read BATCH_WAIT
+#: apart; a read of BATCH_BYTES or more shows it is not trickling.
+TRICKLE_RATE = 32 * 1024
 BATCH_BYTES = 16 * 1024
-BATCH_WAIT = 0.5
+BATCH_WAIT = 1.0
 #: Bounds on the framing lines of a chunked body.
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 64 * 1024
@@ -91,6 +98,7 @@ class BodyReader:
         #: The longest a read waits for the next byte (``None``: no limit).
         self.timeout: Optional[float] = None
         self._poller = _poller_for(source)
+        self._plain = _plain_socket(source)
         self._batch_wait = batch_wait
         self._batching = False
         self._woken = threading.Event()
@@ -270,7 +278,7 @@ class BodyReader:
 
     def _trickling(self, count: int) -> bool:
         """Whether the body arrives so slowly that pausing between reads costs it
-        nothing: less than BATCH_BYTES per BATCH_WAIT, judged after BATCH_WAIT."""
+        nothing: slower than TRICKLE_RATE, judged after BATCH_WAIT."""
         now = time.monotonic()
         if not self._started:
             self._started = now
@@ -278,7 +286,7 @@ class BodyReader:
         if not self._batch_wait or self._woken.is_set() or count >= BATCH_BYTES \
                 or elapsed < self._batch_wait:
             return False
-        return self.received / elapsed < BATCH_BYTES / self._batch_wait
+        return self.received / elapsed < TRICKLE_RATE
 
     def _recv(self, size: int) -> bytes:
         if self._continue:
@@ -288,20 +296,46 @@ class BodyReader:
             self._woken.wait(self._batch_wait)  # let a trickling client's bytes gather
         self.waiting_since = time.monotonic()
         try:
+            if self._plain is not None and self._plain.gettimeout() is not None:
+                return self._recv_direct(self._plain.fileno(), size)
             if self._poller is not None and not self._source_pending():
-                timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
-                if not self._poller.poll(timeout):
-                    raise TimeoutError("no data within the timeout")
+                self._wait_readable()
             return self._source.recv(size)
         except socket.timeout:
             raise TimeoutError("no data within the timeout") from None
         finally:
             self.waiting_since = None
 
+    def _recv_direct(self, fd: int, size: int) -> bytes:
+        """Read what has arrived on a plain socket, waiting with ``poll`` only when
+        nothing has.  The socket's own ``recv`` polls before every read when it has
+        a timeout: a second system call, and a second wait for the GIL, per read."""
+        while True:
+            try:
+                return os.read(fd, size)
+            except BlockingIOError:
+                self._wait_readable()
+
+    def _wait_readable(self) -> None:
+        assert self._poller is not None
+        timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
+        if not self._poller.poll(timeout):
+            raise TimeoutError("no data within the timeout")
+
     def _source_pending(self) -> bool:
         """Bytes a TLS socket already decrypted, which ``poll`` cannot see."""
         pending = getattr(self._source, "pending", None)
         return bool(pending and pending())
+
+
+def _plain_socket(source: Source) -> Optional[socket.socket]:
+    """``source`` when it is a plain socket, read with ``os.read`` while it is in
+    timeout mode (CPython keeps its descriptor non-blocking then); ``None`` for
+    TLS, whose bytes only its own ``recv`` decrypts, and for other sources."""
+    if isinstance(source, socket.socket) and not isinstance(source, ssl.SSLSocket) \
+            and hasattr(select, "poll"):
+        return source
+    return None
 
 
 def _poller_for(source: Source) -> Optional[select.poll]:

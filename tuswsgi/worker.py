@@ -13,14 +13,15 @@ gunicorn's threaded worker with three jobs of its own.
   response and what the client still sends is read and dropped for a while, so
   the client (or nginx) reads the answer instead of a reset.  ``100 Continue``
   goes out when the body is first read, never for a refused request.
-- **Capacity.**  Threads are many and small; at most ``threads -
+- **Capacity.**  Threads are many and small (and the GIL's switch interval
+  suits thousands of them, :data:`SWITCH_INTERVAL`); at most ``threads -
   reserved_threads`` of them read bodies at once, so requests without a body
   (HEAD, OPTIONS, DELETE) always find one, and a body beyond that is refused at
   once with 503.  A worker takes new connections only while it has room, so a
   connection never waits in a full worker while another one is free; when every
   worker is full, a waiting connection is taken after :data:`OVERFLOW_GRACE`
   and answered (503 for a body).  New and idle connections wait in the event
-  loop, not on a thread.
+  loop, not on a thread, and starting a thread never holds up the loop.
 - **Shutdown.**  SIGTERM stops every running body at once (its bytes are kept,
   the client gets 503 and resumes), instead of waiting ``graceful_timeout``.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
 import select
 import selectors
@@ -56,6 +58,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from .body import CONNECTION_KEY, Connection, interrupt_all, reading
 from .config import load_config
 from .framing import BodyReader
+from .threads import ThreadPool
 
 log = logging.getLogger("tuswsgi")
 
@@ -65,6 +68,14 @@ SUPPORTED_GUNICORN = ((27, 0), (28, 0))
 GUNICORN_FLOOR = "27.0.0"
 #: Stack reserved per thread: thousands of threads, each needing little.
 THREAD_STACK = 512 * 1024
+#: How long a thread may hold the GIL before a thread waiting for it asks it to
+#: let go (``sys.setswitchinterval``).  Every waiting thread wakes this often to
+#: check; at CPython's 5 ms, a few hundred threads waiting at once wake 100,000
+#: times a second, which slows the GIL's hand-overs, so more threads wait: past
+#: ~1,500 slow uploads per worker the worker collapsed into that state (both
+#: cores busy, uploads and new requests starved).  Threads here give the GIL up
+#: at every system call, so a longer interval only bounds pure-Python stretches.
+SWITCH_INTERVAL = 0.05
 #: When every worker is full, a connection waits this long before a full worker
 #: takes it anyway (to serve it if it has no body, or refuse it with 503).
 OVERFLOW_GRACE = 0.25
@@ -72,6 +83,8 @@ OVERFLOW_GRACE = 0.25
 #: client still sends, until it stops for LINGER_IDLE or LINGER_TOTAL passes.
 LINGER_IDLE = 5.0
 LINGER_TOTAL = 30.0
+#: The event loop checks in with gunicorn's arbiter this often (its timeout is 120 s).
+NOTIFY_INTERVAL = 1.0
 #: After running out of file descriptors, accepting pauses this long.
 ACCEPT_PAUSE = 0.5
 #: gunicorn's exit status for "the worker could not boot".
@@ -93,7 +106,7 @@ def missing_interfaces() -> list[str]:
     if not low <= version < high:
         missing.append(f"gunicorn {gunicorn.__version__} (supported: >={low[0]}.{low[1]},<{high[0]}.0)")
     needs = [(ThreadWorker, ("handle", "finish_request", "enqueue_req", "set_accept_enabled",
-                             "wait_for_and_dispatch_events", "on_pending_socket_readable",
+                             "get_thread_pool", "wait_for_and_dispatch_events", "on_pending_socket_readable",
                              "murder_keepalived", "handle_exit")),
              (TConn, ("init", "close", "set_timeout")),
              (GunicornRequest, ("_expected_100_continue", "should_close")),
@@ -144,22 +157,57 @@ class _FramedInput:
 
 class _Socket(socket.socket):
     """A client socket whose blocking mode has a timeout, so a client that stops
-    sending its request head, or stops reading its response, frees the thread."""
+    sending its request head, or stops reading its response, frees the thread.
+
+    Under thousands of threads every system call is also a wait to get the GIL
+    back, so this socket makes fewer.  Mode changes (an ``ioctl`` each, five per
+    request from gunicorn): the timeout is set only when it changes, and the
+    non-blocking mode gunicorn asks for while the connection waits in the event
+    loop is not applied, since there only ``epoll`` looks at it (the lingering
+    close, which reads there, sets it with :meth:`socket.socket.setblocking`).
+    Reads and sends: in timeout mode CPython polls before each one; here a read
+    or send that can complete at once goes straight to the (non-blocking)
+    descriptor, and only one that cannot waits the socket's way.
+    """
 
     __slots__ = ("io_timeout",)
     io_timeout: float
 
     @classmethod
-    def adopt(cls, sock: socket.socket, io_timeout: float) -> _Socket:
-        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        adopted.io_timeout = io_timeout
-        return adopted
+    def accept_from(cls, listener: socket.socket, io_timeout: float) -> tuple[_Socket, Any]:
+        """``listener.accept()`` without its intermediate socket object, whose
+        creation asks the kernel for the address again."""
+        fd, address = listener._accept()  # type: ignore[attr-defined]
+        sock = cls(listener.family, listener.type, listener.proto, fileno=fd)
+        sock.io_timeout = io_timeout
+        return sock, address
 
     def setblocking(self, flag: bool) -> None:
         if flag:
             self.settimeout(self.io_timeout)
-        else:
-            super().setblocking(False)
+
+    def settimeout(self, value: Optional[float]) -> None:
+        if value != self.gettimeout():
+            super().settimeout(value)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if not flags and self.gettimeout():
+            try:
+                return os.read(self.fileno(), bufsize)
+            except BlockingIOError:
+                pass
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        if not flags and self.gettimeout():
+            try:
+                view = view[os.write(self.fileno(), view):]
+            except BlockingIOError:
+                pass
+            if not view:
+                return
+        super().sendall(view, flags)
 
 
 class _Conn(TConn):
@@ -189,6 +237,8 @@ class TusWorker(ThreadWorker):
         self._lingering: dict[_Conn, tuple[float, float]] = {}
         self._accept_paused_until = 0.0
         self._overflow_since: Optional[float] = None
+        self._listener_addresses: dict[int, Any] = {}
+        self._notified = 0.0
 
     # -- boot -------------------------------------------------------------------
     def init_process(self) -> None:
@@ -200,14 +250,19 @@ class TusWorker(ThreadWorker):
             sys.exit(_WORKER_BOOT_ERROR)
         _raise_fd_limit(self.log)
         threading.stack_size(THREAD_STACK)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         _booted = True
         super().init_process()
+
+    def get_thread_pool(self) -> ThreadPool:
+        """Request threads whose start never holds up the event loop."""
+        return ThreadPool(self.cfg.threads)
 
     # -- connections ----------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:
         """Take a connection and wait, in the event loop, for its first request."""
         try:
-            client, address = listener.accept()
+            client, address = _Socket.accept_from(listener, self.io_timeout)
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 self._pause_accepting(exc)
@@ -215,13 +270,19 @@ class TusWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        client = _Socket.adopt(client, self.io_timeout)
-        conn = _Conn(self.cfg, client, address, listener.getsockname())
+        conn = _Conn(self.cfg, client, address, self._listener_address(listener))
         conn.worker = self
         conn.timeout = time.monotonic() + self.cfg.keepalive
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
         self._update_accepting()
+
+    def _listener_address(self, listener: socket.socket) -> Any:
+        """The listener's own address (asked of the kernel once, not per connection)."""
+        address = self._listener_addresses.get(listener.fileno())
+        if address is None:
+            address = self._listener_addresses[listener.fileno()] = listener.getsockname()
+        return address
 
     def _pause_accepting(self, exc: OSError) -> None:
         """Out of descriptors: stop accepting for a moment rather than die.  The
@@ -254,6 +315,14 @@ class TusWorker(ThreadWorker):
             self.set_accept_enabled(True)
         else:
             super().set_accept_enabled(False)
+
+    def notify(self) -> None:
+        """Check in with the arbiter at most every :data:`NOTIFY_INTERVAL` rather
+        than every turn of the event loop (each is a system call, see _Socket)."""
+        now = time.monotonic()
+        if now - self._notified >= NOTIFY_INTERVAL:
+            self._notified = now
+            super().notify()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """One turn of the event loop, plus what this worker checks every turn."""
@@ -304,7 +373,7 @@ class TusWorker(ThreadWorker):
         client still sends until it stops or closes (in the event loop)."""
         try:
             socket.socket.shutdown(conn.sock, socket.SHUT_WR)
-            conn.sock.setblocking(False)
+            socket.socket.setblocking(conn.sock, False)
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_linger_readable, conn))
         except (OSError, ValueError, KeyError):
             TConn.close(conn)
@@ -390,6 +459,11 @@ class TusWorker(ThreadWorker):
             return False
         conn.parser.unreader.unread(reader.leftover())
         return True
+
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        """Nothing to drain: the connection is kept only when its BodyReader read
+        the body to its end (gunicorn's drain would set and reset the timeout)."""
+        return keepalive
 
     def _body_slot(self, reader: BodyReader) -> Optional[_Slot]:
         """A body slot for the request (a no-op one when it has no body), or
