@@ -107,10 +107,11 @@ def missing_interfaces() -> list[str]:
         missing.append(f"gunicorn {gunicorn.__version__} (supported: >={low[0]}.{low[1]},<{high[0]}.0)")
     needs = [(ThreadWorker, ("handle", "finish_request", "enqueue_req", "set_accept_enabled",
                              "get_thread_pool", "wait_for_and_dispatch_events", "on_pending_socket_readable",
-                             "murder_keepalived", "handle_exit")),
+                             "murder_keepalived", "handle_exit", "_keepalive_after", "notify")),
              (TConn, ("init", "close", "set_timeout")),
              (GunicornRequest, ("_expected_100_continue", "should_close")),
-             (gunicorn_wsgi, ("create",)), (LengthReader, ("read",)), (ChunkedReader, ("read",))]
+             (gunicorn_wsgi, ("create",)), (LengthReader, ("read",)), (ChunkedReader, ("read",)),
+             (socket.socket, ("_accept",))]  # CPython's, used by _Socket.accept_from
     for owner, names in needs:
         missing += [f"{getattr(owner, '__name__', owner)}.{name}" for name in names
                     if not hasattr(owner, name)]
