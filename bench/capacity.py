@@ -229,9 +229,9 @@ class SlowUpload:
 async def hold_upload(addr: tuple[str, int], upload: SlowUpload, gate: asyncio.Semaphore,
                       params: Params) -> None:
     """POST, start the PATCH and wait for an early answer while the ticker sends."""
-    upload.started = time.monotonic()
     try:
         async with gate:
+            upload.started = time.monotonic()  # the connect, not the wait for the client's gate
             upload.conn = conn = await AsyncConn.open(addr)
             status, headers = await conn.request("POST", "/files/", {"Upload-Length": str(params.length)})
             if status != 201:

@@ -19,9 +19,10 @@ gunicorn's threaded worker with three jobs of its own.
   (HEAD, OPTIONS, DELETE) always find one, and a body beyond that is refused at
   once with 503.  A worker takes new connections only while it has room, so a
   connection never waits in a full worker while another one is free; when every
-  worker is full, a waiting connection is taken after :data:`OVERFLOW_GRACE`
-  and answered (503 for a body).  New and idle connections wait in the event
-  loop, not on a thread, and starting a thread never holds up the loop.
+  worker is full, connections that waited :data:`OVERFLOW_GRACE` are taken as
+  threads come free and answered (503 for a body).  New and idle connections
+  wait in the event loop, not on a thread, and starting a thread never holds up
+  the loop.
 - **Shutdown.**  SIGTERM stops every running body at once (its bytes are kept,
   the client gets 503 and resumes), instead of waiting ``graceful_timeout``.
 
@@ -331,7 +332,7 @@ class TusWorker(ThreadWorker):
             interrupt_all("shutdown")  # wakes bodies stuck on silent clients
             timeout = min(timeout, 0.1)
         elif not self._accepting:
-            timeout = min(timeout, OVERFLOW_GRACE / 2)
+            timeout = min(timeout, OVERFLOW_GRACE / 5)
         super().wait_for_and_dispatch_events(timeout)
         now = time.monotonic()
         self._end_lingering(now)
@@ -340,23 +341,22 @@ class TusWorker(ThreadWorker):
             self._update_accepting()
 
     def _accept_overflow(self, now: float) -> None:
-        """Every worker is full and connections wait: take one after a grace
-        period, so the client is answered (a body gets 503) rather than ignored."""
-        if self._busy >= self.cfg.threads or self.nr_conns >= self.worker_connections \
-                or now < self._accept_paused_until:
-            self._overflow_since = None
-            return
+        """Every worker is full and connections wait: once the queue has not
+        emptied for a grace period (a worker with room would have taken them),
+        take them as threads come free, every turn until it empties, so each
+        client is answered (a body gets 503) rather than left waiting."""
         readable = [s for s in self.sockets if select.select([s], [], [], 0)[0]]
         if not readable:
             self._overflow_since = None
             return
         if self._overflow_since is None:
             self._overflow_since = now
-        elif now - self._overflow_since >= OVERFLOW_GRACE:
-            self._overflow_since = None
-            for listener in readable:
-                listener.setblocking(False)
-                self._accept_while_threads_are_free(listener)
+        if now - self._overflow_since < OVERFLOW_GRACE or self._busy >= self.cfg.threads \
+                or self.nr_conns >= self.worker_connections or now < self._accept_paused_until:
+            return
+        for listener in readable:
+            listener.setblocking(False)
+            self._accept_while_threads_are_free(listener)
 
     def _accept_while_threads_are_free(self, listener: socket.socket) -> None:
         """Drain the listen queue into free threads: every waiting client is
