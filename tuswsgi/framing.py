@@ -101,7 +101,11 @@ class BodyReader:
         self._plain = _plain_socket(source)
         self._batch_wait = batch_wait
         self._batching = False
-        self._woken = threading.Event()
+        #: Held until :meth:`wake`; a batching pause waits to acquire it.  A lock,
+        #: not an Event: an Event is two kilobytes, times every open upload.
+        self._wake_lock = threading.Lock()
+        self._wake_lock.acquire()
+        self._woken = False
         self._started = 0.0  # when the first payload byte was read
         #: Set when the position on the connection is lost (a read failed, the read
         #: side was shut): the connection must close after the response.
@@ -190,7 +194,8 @@ class BodyReader:
     def wake(self) -> None:
         """Read promptly from now on: end a batching pause (a stop, a drain)."""
         self._batching = False
-        self._woken.set()
+        self._woken = True
+        _release(self._wake_lock)
 
     def shutdown_read(self) -> None:
         """Wake a read blocked on a silent client: later reads end at once."""
@@ -283,7 +288,7 @@ class BodyReader:
         if not self._started:
             self._started = now
         elapsed = now - self._started
-        if not self._batch_wait or self._woken.is_set() or count >= BATCH_BYTES \
+        if not self._batch_wait or self._woken or count >= BATCH_BYTES \
                 or elapsed < self._batch_wait:
             return False
         return self.received / elapsed < TRICKLE_RATE
@@ -293,7 +298,7 @@ class BodyReader:
             self._continue = False
             self._source.sendall(CONTINUE)
         if self._batching:
-            self._woken.wait(self._batch_wait)  # let a trickling client's bytes gather
+            self._pause()
         self.waiting_since = time.monotonic()
         try:
             if self._plain is not None and self._plain.gettimeout() is not None:
@@ -322,10 +327,23 @@ class BodyReader:
         if not self._poller.poll(timeout):
             raise TimeoutError("no data within the timeout")
 
+    def _pause(self) -> None:
+        """Let a trickling client's bytes gather, unless woken meanwhile."""
+        if self._wake_lock.acquire(timeout=self._batch_wait):
+            _release(self._wake_lock)  # stays woken: later pauses return at once
+
     def _source_pending(self) -> bool:
         """Bytes a TLS socket already decrypted, which ``poll`` cannot see."""
         pending = getattr(self._source, "pending", None)
         return bool(pending and pending())
+
+
+def _release(lock: threading.Lock) -> None:
+    """Release ``lock`` unless it is free already (another wake got there first)."""
+    try:
+        lock.release()
+    except RuntimeError:
+        pass
 
 
 def _plain_socket(source: Source) -> Optional[socket.socket]:

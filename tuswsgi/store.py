@@ -353,24 +353,32 @@ class FileStore:
             raise StorageFailed(f"fsync failed: {exc.strerror}") from exc
 
     def _copy(self, fd: int, upload_id: str, source: Readable, limit: int, base: int) -> int:
-        """Copy in bounded blocks.  A failed write may have left part of its block
-        (a torn write): the data is cut back to the last complete write."""
+        """Copy in bounded blocks.  A block is let go before the next read, which
+        for a slow upload is a wait of up to a second: thousands of them would
+        otherwise each hold their last block for nothing."""
         written = 0
         while written < limit:
             chunk = source.read(min(BLOCK_SIZE, limit - written))
             if not chunk:
                 break
-            view = memoryview(chunk)
-            try:
-                while view:
-                    done = os.write(fd, view)
-                    view = view[done:]
-                    written += done
-            except OSError as exc:
-                self._undo(fd, upload_id, base + written)
-                error = StorageFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StorageFailed
-                raise error(os.strerror(exc.errno or 0)) from exc
+            written += self._write_block(fd, upload_id, chunk, base + written)
+            del chunk
         return written
+
+    def _write_block(self, fd: int, upload_id: str, chunk: bytes, at: int) -> int:
+        """Write ``chunk`` at the end of the data, which is ``at`` bytes long.  A
+        failed write may have left part of its block (a torn write): the data is
+        cut back to the last complete write."""
+        view = memoryview(chunk)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(fd, view[done:])
+        except OSError as exc:
+            self._undo(fd, upload_id, at + done)
+            error = StorageFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StorageFailed
+            raise error(os.strerror(exc.errno or 0)) from exc
+        return done
 
     def truncate(self, info: UploadInfo, offset: int) -> None:
         """Cut the data back to ``offset`` (a chunk that had to be refused)."""

@@ -248,6 +248,21 @@ def test_a_stop_ends_the_batching_pause_at_once():
     assert time.monotonic() - started < 5  # not the 30 s pause
 
 
+def test_wakes_from_several_threads_race_without_an_error_and_keep_reads_prompt():
+    """The watcher and a shutdown may both wake a reader, while it pauses."""
+    body = BodyReader(TricklingSocket(1, 0), b"", 1000, batch_wait=30)
+    body._batching = True
+    wakers = [threading.Thread(target=body.wake) for _ in range(8)]
+    for waker in wakers:
+        waker.start()
+    started = time.monotonic()
+    for _ in range(3):
+        body._pause()  # returns at once from now on, however the wakes fell
+    for waker in wakers:
+        waker.join()
+    assert time.monotonic() - started < 5
+
+
 class TricklingSocket(ScriptedSocket):
     """Real time: ``count`` pieces ``gap`` seconds apart, then silence until shut."""
 
