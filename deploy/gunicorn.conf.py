@@ -25,7 +25,7 @@ worker_class = "tuswsgi.worker.TusWorker"
     body threads are all taken, and accepts a connection only while it has room,
     so a request never waits in a full worker while another has threads free.
 
-workers = workers or one per CPU; threads = threads (1000)
+workers = workers or one per CPU; threads = threads (3000)
     Processes for the CPUs (checksums, JSON, the GIL), threads for open uploads:
     each open upload holds a thread while its body streams, with a small stack.
     worker_connections = 2 x threads leaves as many kept-alive connections.
