@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -303,49 +303,40 @@ def test_racing_heads_on_both_hosts_never_fail(hosts):
 def _plain_create_races(first: Path, second: Path, rounds: int) -> int:
     """How often a plain ``O_CREAT`` of one new name through both mounts at once
     fails with EEXIST (the file system's behaviour, before any tolerance)."""
-    failures = []
-
-    def create(root: Path, name: str, barrier: threading.Barrier) -> None:
-        barrier.wait()
-        try:
-            os.close(os.open(root / name, os.O_CREAT | os.O_RDWR, 0o644))
-        except OSError as exc:
-            failures.append(exc.errno)
-
-    for number in range(rounds):
-        barrier = threading.Barrier(2)
-        name = f"race-{os.getpid()}-{number}.lock"
-        threads = [threading.Thread(target=create, args=(root, name, barrier)) for root in (first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        os.unlink(first / name)
-    assert set(failures) <= {errno.EEXIST}, failures
+    failures = _create_races(first, second, rounds, "race",
+                             lambda path: os.open(path, os.O_CREAT | os.O_RDWR, 0o644))
+    assert {exc.errno for exc in failures} <= {errno.EEXIST}, failures
     return len(failures)
 
 
 def _open_shared_races(first: Path, second: Path, rounds: int) -> int:
     """The same race through :func:`tuswsgi.locking.open_shared`: how many failed."""
-    failures = []
+    return len(_create_races(first, second, rounds, "shared",
+                             lambda path: open_shared(str(path), os.O_RDWR)))
+
+
+def _create_races(first: Path, second: Path, rounds: int, prefix: str,
+                  opener: Callable[[Path], int]) -> list[OSError]:
+    """Open one new name through both mounts at once, ``rounds`` times; the errors."""
+    failures: list[OSError] = []
 
     def create(root: Path, name: str, barrier: threading.Barrier) -> None:
         barrier.wait()
         try:
-            os.close(open_shared(str(root / name), os.O_RDWR))
+            os.close(opener(root / name))
         except OSError as exc:
             failures.append(exc)
 
     for number in range(rounds):
         barrier = threading.Barrier(2)
-        name = f"shared-{os.getpid()}-{number}.lock"
+        name = f"{prefix}-{os.getpid()}-{number}.lock"
         threads = [threading.Thread(target=create, args=(root, name, barrier)) for root in (first, second)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         os.unlink(first / name)
-    return len(failures)
+    return failures
 
 
 def test_check_shared_dir_finds_the_two_mounts_safe(hosts):
