@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 from conftest import OCTET, TUS, b64, create, data_file, patch
 from support import hookfns
+from support.ietfheaders import completion, draft
 from werkzeug.test import Client
 
 from tuswsgi import cli
@@ -26,18 +27,6 @@ PROBLEM = "https://iana.org/assignments/http-problem-types#"
 
 
 # -- the per-version vocabulary ----------------------------------------------------------
-
-def draft(version: int, **headers: str) -> dict[str, str]:
-    """Headers of a draft request: the interop version plus ``headers``."""
-    return {"Upload-Draft-Interop-Version": str(version),
-            **{name.replace("_", "-"): value for name, value in headers.items()}}
-
-
-def completion(version: int, complete: bool) -> dict[str, str]:
-    """The request header saying whether this body ends the upload."""
-    if version == 3:
-        return {"Upload-Incomplete": "?0" if complete else "?1"}
-    return {"Upload-Complete": "?1" if complete else "?0"}
 
 
 def is_complete(version: int, response) -> bool:
@@ -102,8 +91,6 @@ def draft_append(client: Client, version: int, path: str, body: bytes, offset: i
 
 def head(client: Client, version: int, path: str, **headers: str):
     return client.head(path, headers=draft(version, **headers))
-
-
 
 
 # -- creation ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import settled, sha256, sha256_file
+from support.ietfheaders import completion, draft
 
 pytestmark = pytest.mark.e2e
 
@@ -63,17 +64,6 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def draft(version: int, **headers: str) -> dict[str, str]:
-    return {"Upload-Draft-Interop-Version": str(version),
-            **{name.replace("_", "-"): value for name, value in headers.items()}}
-
-
-def completion(version: int, complete: bool) -> dict[str, str]:
-    if version == 3:
-        return {"Upload-Incomplete": "?0" if complete else "?1"}
-    return {"Upload-Complete": "?1" if complete else "?0"}
 
 
 def request(port: int, method: str, path: str, body: bytes = b"", headers=None):

@@ -1,0 +1,17 @@
+"""Request headers of the IETF resumable-upload drafts, per interop version,
+shared by the in-process and the real-server draft tests."""
+
+from __future__ import annotations
+
+
+def draft(version: int, **headers: str) -> dict[str, str]:
+    """Headers of a draft request: the interop version plus ``headers``."""
+    return {"Upload-Draft-Interop-Version": str(version),
+            **{name.replace("_", "-"): value for name, value in headers.items()}}
+
+
+def completion(version: int, complete: bool) -> dict[str, str]:
+    """The request header saying whether this body ends the upload."""
+    if version == 3:
+        return {"Upload-Incomplete": "?0" if complete else "?1"}
+    return {"Upload-Complete": "?1" if complete else "?0"}
