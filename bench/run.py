@@ -492,7 +492,7 @@ def table(medians: dict, sz: dict, names: list[str]) -> str:
 
     def render(row):
         return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(row, widths))) + " |"
+                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |"
     sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([render(header), sep] + [render(row) for row in lines])
 

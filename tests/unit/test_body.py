@@ -3,7 +3,6 @@ stalls, where the body ends, and how a stop drains what is still coming."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Optional, Union
@@ -42,7 +41,7 @@ class ScriptedSocket:
         step = self.steps[0]
         if step == "timeout":
             self.steps.pop(0)
-            raise socket.timeout("timed out")
+            raise TimeoutError("timed out")
         if step == "eof":
             return b""
         assert isinstance(step, bytes)
