@@ -9,7 +9,18 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    # What the dependencies need (gunicorn>=27 and filelock>=3.30 both say >=3.10);
+    # tests/unit/test_packaging.py checks it against their oldest allowed releases.
+    python_requires=">=3.10",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
+    ],
     packages=find_packages(include=["tuswsgi", "tuswsgi.*"]),
     include_package_data=True,
     package_data={"tuswsgi": ["static/*"]},
