@@ -3,7 +3,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 setup(
-    name="tuswsgi",
+    # The import package is tuswsgi; the distribution is not: PyPI's "tuswsgi" is another
+    # project (a one-module WSGI filter, 0.5.5), which `pip install tuswsgi` would fetch.
+    # "tuswsgi-server" was free when chosen (pip index versions / pip download: no
+    # distribution; https://pypi.org/pypi/tuswsgi-server/json: 404).  "tus-wsgi" was free
+    # too, but PyPI refuses names that differ from an existing one only by "-", "_", ".".
+    name="tuswsgi-server",
     version="0.1.0",
     description="A resumable-upload server speaking tus 1.0.0, as a WSGI application",
     long_description=Path("README.md").read_text(encoding="utf-8"),
