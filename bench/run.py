@@ -58,7 +58,7 @@ QUICK = dict(single=64 * MiB, big=256 * MiB, chunked=32 * MiB, chunk=1 * MiB, sm
              rps_seconds=1.5, scale_n=10_000, scale_seconds=1.5, rounds=1)
 
 NODE_SERVER = r"""
-// Written by bench/run.py: @tus/server + @tus/file-store, as its README shows.
+// Written by bench/run.py: @tus/server + @tus/file-store, as @tus/server's README shows.
 import http from 'node:http';
 import {Server} from '@tus/server';
 import {FileStore} from '@tus/file-store';

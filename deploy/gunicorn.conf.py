@@ -29,7 +29,7 @@ workers = workers or one per CPU; threads = threads (3000)
     Processes for the CPUs (checksums, JSON, the GIL), threads for open uploads:
     each open upload holds a thread while its body streams, with a small stack.
     worker_connections = 2 x threads leaves as many kept-alive connections.
-    See README, "Capacity", for what one box holds and how to raise it.
+    See docs/performance.md, "Capacity", for what one box holds and how to raise it.
 
 timeout = 120
     With gthread this bounds a *hung worker* (its main loop stopped checking

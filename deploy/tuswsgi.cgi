@@ -28,7 +28,7 @@ from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults  # noqa: E402
 
 # A CGI process ends with its response, so a cleanup pass started in passing would
 # be killed half-way: unless tus.ini says otherwise, run `tuswsgi cleanup` from
-# cron instead (see README).
+# cron instead (docs/deploying.md, "Shared hosting with CGI only").
 apply_defaults(os.environ, {**PRODUCTION_DEFAULTS, "cleanup_interval": "0"})
 
 
