@@ -149,6 +149,16 @@ def test_markers_sit_only_on_shell_blocks():
         assert len(markers) == len(used) and all(block.is_shell for block in used), page.name
 
 
+def test_every_recipe_is_run_by_a_test():
+    names = [block.marker.split(": ", 1)[1] for block in shell_blocks()
+             if block.marker and block.marker.startswith("recipe: ")]
+    assert len(names) == len(set(names)), names
+    assert {"run", "gunicorn", "systemd"} <= set(names)
+    tests = "\n".join(path.read_text(encoding="utf-8") for path in repo_files("tests/**/test_*.py"))
+    unused = [name for name in names if f'Recipe("{name}"' not in tests and f'recipe("{name}")' not in tests]
+    assert not unused, f"no test runs the recipes {unused}"
+
+
 def test_run_blocks_are_commands():
     for block in shell_blocks():
         if block.marker == "run":
