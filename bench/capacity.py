@@ -599,7 +599,7 @@ CLASSES = {"tuswsgi": run.TuswsgiServer, "@tus/server": run.NodeServer, "ceiling
 
 def body_capacity(threads: int) -> int:
     """How many bodies tuswsgi reads at once: workers x (threads - reserved),
-    as tuswsgi.worker.TusWorker computes it."""
+    as tuswsgi's worker computes it (tuswsgi.server.admission.Capacity)."""
     sys.path.insert(0, ROOT)
     from tuswsgi.config import load_config
     reserved = min(load_config(None, environ={}).reserved_threads, threads // 2)
@@ -702,7 +702,7 @@ def render(header: list[str], lines: list[list[str]]) -> str:
     """A Markdown table: the first column left, the rest right aligned."""
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     out = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))) + " |" for row in [header, *lines]]
+                             for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |" for row in [header, *lines]]
     out.insert(1, "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
     return "\n".join(out)
 

@@ -200,7 +200,8 @@ def _table(rows: list[dict]) -> str:
              f"in {human_duration(_epoch(r['expires']) - now)}" if r["expires"] else "-")
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(str(cell).ljust(width)
+                              for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])
 
 

@@ -312,7 +312,7 @@ def test_twenty_uploads_through_nginx_with_random_cuts(hosts, tmp_path_factory):
         finally:
             nginx.server.stop()
     served = [host.server.log().count("request method=PATCH") - before
-              for host, before in zip(hosts, patch_lines)]
+              for host, before in zip(hosts, patch_lines, strict=True)]
     mismatches = matches.count(False)
     print(f"20 uploads (seed {seed}), {sum(len(cuts) for _, cuts in plans)} cuts, PATCHes served by A/B: "
           f"{served}, {mismatches} mismatches")
@@ -536,7 +536,8 @@ def losses(moose, hosts, tmp_path_factory) -> Iterator[dict]:
         jobs.append(threading.Thread(target=watch_session,
                                      args=(moose, victims["c"].host.mount, died, results["c"])))
         jobs += [threading.Thread(target=lambda path=path, flags=flags: probe_sizes.__setitem__(
-            path.name, _write_ten(path, flags))) for path, flags in zip(probe_files, (os.O_APPEND, 0))]
+            path.name, _write_ten(path, flags)))
+            for path, flags in zip(probe_files, (os.O_APPEND, 0), strict=True)]
         for job in jobs:
             job.start()
         for job in jobs:
