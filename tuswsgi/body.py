@@ -7,12 +7,12 @@ for ``network_timeout`` seconds (:class:`BodyTimeout`), or it was asked to stop
 server is shutting down, or a hook said so.  In every case the bytes already
 handed to the store stay there.
 
-Under tuswsgi's gunicorn worker the body comes from the worker's
+Under tuswsgi's worker the body comes from the worker's
 :class:`~tuswsgi.server.framing.BodyReader` (``environ["tuswsgi.connection"]``):
 every read returns what has arrived, the worker's settings bound its waits, and
 a stop wakes a read blocked on a silent client.  Under any other WSGI server it
 is ``wsgi.input``, read in blocks of :data:`WSGI_BLOCK`.  When that server
-publishes the connection's socket (gunicorn's ``environ["gunicorn.socket"]``),
+publishes the connection's socket (:data:`tuswsgi.server.PUBLISHED_SOCKET`),
 a watchdog thread cuts a block that has waited ``network_timeout`` and a stop
 wakes a blocked read, both by shutting the socket's read side: the server's
 read returns what it has, so no byte that arrived is lost.  Without a socket
@@ -33,6 +33,7 @@ import time
 import weakref
 from typing import Any, Callable, Optional
 
+from .server import PUBLISHED_SOCKET
 from .server.framing import BodyEnded, BodyReader, FramingError, TooSlow
 
 #: environ key of the :class:`Connection` the worker offers.
@@ -105,7 +106,7 @@ class RequestBody:
         self._framed = connection.body if connection is not None else None
         self._input = environ.get("wsgi.input")
         #: The other server's socket, when it publishes one (not under tuswsgi's worker).
-        self._socket = environ.get("gunicorn.socket") if self._framed is None else None
+        self._socket = environ.get(PUBLISHED_SOCKET) if self._framed is None else None
         self.length = length
         self.received = 0
         self._timeout = network_timeout
