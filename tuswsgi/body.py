@@ -19,10 +19,11 @@ read returns what it has, so no byte that arrived is lost.  Without a socket
 (mod_wsgi, CGI) the server's own timeout bounds a silent client, and a stop is
 seen between blocks.
 
-A stop is gentle with bytes already on their way: reading goes on while they
-keep arriving (gaps under :data:`DRAIN_GAP`, for at most :data:`DRAIN_SECONDS`),
-so a client that sent its last bytes and vanished, and then resumes, is told an
-offset that counts them.
+A stop for a hand-over is gentle with bytes already on their way: reading goes
+on while they keep arriving (gaps under :data:`DRAIN_GAP`, for at most
+:data:`DRAIN_SECONDS`), so a client that sent its last bytes and vanished, and
+then resumes, is told an offset that counts them.  A shutdown stores what has
+arrived and ends at once (:data:`SHUTDOWN_DRAIN`), so a restart is not held up.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ CONNECTION_KEY = "tuswsgi.connection"
 DRAIN_GAP = 0.2
 #: After a stop, the body ends this long later even if bytes keep coming.
 DRAIN_SECONDS = 2.0
+#: A shutdown does not wait for bytes on their way: what has arrived is stored,
+#: and the body ends at once (within this long for a client that never pauses).
+SHUTDOWN_DRAIN = (0.0, 0.2)
 #: Largest block read from a plain ``wsgi.input``, which waits for a whole block:
 #: under another server, a client must send this much per ``network_timeout``.
 WSGI_BLOCK = 16 * 1024
@@ -112,6 +116,7 @@ class RequestBody:
         self._timeout = network_timeout
         self._stop: Optional[str] = None
         self._stop_at = 0.0
+        self._drain = (DRAIN_GAP, DRAIN_SECONDS)  # of the stop under way
         self._expired = False
         self._waiting_since: Optional[float] = None  # a wsgi.input read under way
         if self._framed is not None:
@@ -131,7 +136,7 @@ class RequestBody:
 
     def read(self, size: int) -> bytes:
         if self._stop is not None and (self._framed is None
-                                       or time.monotonic() >= self._stop_at + DRAIN_SECONDS):
+                                       or time.monotonic() >= self._stop_at + self._drain[1]):
             raise BodyInterrupted(self._stop)
         if self.length is not None:
             size = min(size, self.length - self.received)
@@ -182,18 +187,21 @@ class RequestBody:
 
         Called again while the stop stands (the lock watcher does, each poll), it
         wakes a read that has waited :data:`DRAIN_GAP` on a silent client, or
-        :data:`DRAIN_SECONDS` on a client that keeps sending.
+        :data:`DRAIN_SECONDS` on a client that keeps sending (for a shutdown:
+        :data:`SHUTDOWN_DRAIN`).
         """
         now = time.monotonic()
         if self._stop is None:
             self._stop, self._stop_at = reason, now
+            self._drain = SHUTDOWN_DRAIN if reason == "shutdown" else (DRAIN_GAP, DRAIN_SECONDS)
             if self._framed is not None:
-                self._framed.timeout = DRAIN_GAP
+                self._framed.timeout = self._drain[0]
                 self._framed.wake()
         if self._framed is not None and self._framed.broken:
             return
+        gap, most = self._drain
         waiting = self._framed.waiting_since if self._framed is not None else self._waiting_since
-        if now >= self._stop_at + DRAIN_SECONDS or (waiting is not None and now - waiting >= DRAIN_GAP):
+        if now >= self._stop_at + most or (waiting is not None and now - waiting >= gap):
             self._shutdown_read()
 
     def expire_if_silent(self, now: float) -> None:
