@@ -12,22 +12,26 @@ nothing else in the line is changed.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, random_file, require_tool, sha256, sha256_file, wait_for_size
+import requests
+from conftest import random_file, require_tool, sha256, sha256_file, wait_for_size
 from support.deploy import (
     DEPLOY,
     SYSTEM_PATH,
     Recipe,
     assert_installed_from_wheel,
-    start_process,
+    start_socket_activated,
     upload_with_cuts,
 )
 from support.rawclient import raw_create, raw_offset, raw_resume, send_partial_patch
@@ -37,7 +41,9 @@ from tuswsgi import gunicorn_conf
 pytestmark = pytest.mark.e2e
 
 UNIT = DEPLOY / "tuswsgi.service"
+SOCKET_UNIT = DEPLOY / "tuswsgi.socket"
 INSTALLED_UNIT = "/etc/systemd/system/tuswsgi.service"
+INSTALLED_SOCKET = "/etc/systemd/system/tuswsgi.socket"
 #: What the recipe installs, and where systemd keeps the service's state.
 MOVED = ["/opt/tuswsgi", "/etc/tuswsgi", "/etc/systemd/system", "/var/lib/tuswsgi"]
 #: Steps a test machine cannot take: it has no system user to spare and runs no systemd.
@@ -80,14 +86,16 @@ def test_unit_passes_systemd_analyze_verify(installed, tmp_path):
     require_tool("systemd-analyze (Debian package systemd)", shutil.which("systemd-analyze") is not None)
     text = Path(installed.path(INSTALLED_UNIT)).read_text()
     assert text == UNIT.read_text()
+    assert Path(installed.path(INSTALLED_SOCKET)).read_text() == SOCKET_UNIT.read_text()
     (exec_start,) = parse_unit(text)["ExecStart"]
     program = shlex.split(exec_start)[0]
     copy = tmp_path / "tuswsgi.service"
     copy.write_text(text.replace(f"ExecStart={program}", f"ExecStart={installed.path(program)}"))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
-                            text=True, timeout=60)
+    shutil.copy(SOCKET_UNIT, tmp_path / "tuswsgi.socket")
+    result = subprocess.run(["systemd-analyze", "verify", str(copy), str(tmp_path / "tuswsgi.socket")],
+                            capture_output=True, text=True, timeout=60)
     problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "tuswsgi.service" in line]
+                if "tuswsgi.s" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
 
 
@@ -120,25 +128,38 @@ def test_unit_settings():
     assert float(unit["TimeoutStopSec"][0]) > gunicorn_conf.graceful_timeout + 5
 
 
-def start_exec_start(installed: Recipe, port: int, log_name: str = "unit.log"):
-    """The installed unit's ExecStart, as systemd starts it."""
+def socket_unit_listener() -> socket.socket:
+    """What systemd makes of tuswsgi.socket: a listening socket with the unit's
+    backlog, on a free loopback port instead of ListenStream's 127.0.0.1:8000."""
+    unit = parse_unit(SOCKET_UNIT.read_text())
+    assert unit["ListenStream"] == ["127.0.0.1:8000"]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(int(unit["Backlog"][0]))
+    return sock
+
+
+def start_exec_start(installed: Recipe, listener: socket.socket, log_name: str = "unit.log"):
+    """The installed unit's ExecStart, as systemd starts it: with its Environment=,
+    its WorkingDirectory, and the socket unit's socket."""
     unit = parse_unit(Path(installed.path(INSTALLED_UNIT)).read_text())
     (exec_start,) = unit["ExecStart"]
     argv = [installed.path(word) for word in shlex.split(exec_start)]
     env = {name: installed.path(value) for name, value in unit_environment(unit).items()}
-    env["TUSWSGI_BIND"] = f"127.0.0.1:{port}"
     env["PATH"] = SYSTEM_PATH  # systemd's default
     cwd = Path(installed.path(unit["WorkingDirectory"][0]))
     cwd.mkdir(parents=True, exist_ok=True)  # StateDirectory=: systemd creates it
     upload_dir = Path(env["TUSWSGI_UPLOAD_DIR"])
-    server = start_process(argv, port, installed.root / log_name, env=env, cwd=cwd,
-                           upload_dir=upload_dir)
+    server = start_socket_activated(argv, listener, installed.root / log_name, env=env, cwd=cwd,
+                                    upload_dir=upload_dir)
     return server, argv
 
 
 def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(installed, tmp_path):
-    port = free_port()
-    server, argv = start_exec_start(installed, port)
+    listener = socket_unit_listener()
+    port = listener.getsockname()[1]
+    server, argv = start_exec_start(installed, listener)
     uploads = Path(installed.path("/var/lib/tuswsgi/uploads"))
     try:
         assert argv[1:] == ["-c", installed.path("/etc/tuswsgi/gunicorn.conf.py"), "tuswsgi:app"]
@@ -163,10 +184,113 @@ def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(installed,
     assert "Shutting down" in server.log() or "Handling signal: term" in server.log()
 
     # Restart=on-failure / systemctl start: the upload resumes where it stopped.
-    server, _ = start_exec_start(installed, port, "unit-restarted.log")
+    server, _ = start_exec_start(installed, listener, "unit-restarted.log")
     try:
         assert raw_offset(port, upload) == 1_000_000
         raw_resume(port, upload, data, chunk=1 << 20)
         assert sha256_file(server.upload_dir / upload.rsplit("/", 1)[1]) == sha256(data)
     finally:
         server.stop()
+        listener.close()
+
+
+class Resumer(threading.Thread):
+    """A client uploading ``data`` in paced 128 KiB PATCHes on a kept-alive
+    connection, resuming as tus clients do: after any failure it asks for the
+    offset (a new connection each time) until the server answers, then goes on."""
+
+    def __init__(self, port: int, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.port, self.data = port, data
+        self.path = raw_create(port, len(data))
+        self.failed_at: list[float] = []
+        self.resumed_at: list[float] = []
+        self.offset = 0
+
+    def run(self) -> None:
+        conn = None
+        while self.offset < len(self.data):
+            chunk = self.data[self.offset:self.offset + (128 << 10)]
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+                conn.request("PATCH", self.path, body=chunk, headers={
+                    "Tus-Resumable": "1.0.0", "Upload-Offset": str(self.offset),
+                    "Content-Type": "application/offset+octet-stream"})
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status != 204:
+                    raise ConnectionError(answer.status)
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self.failed_at.append(time.monotonic())
+                self.offset = self._offset_when_served()
+                continue
+            if self.failed_at and len(self.resumed_at) < len(self.failed_at):
+                self.resumed_at.append(time.monotonic())
+            self.offset += len(chunk)
+            time.sleep(0.2)  # about 600 KiB/s: every upload is still running at the restart
+        if conn is not None:
+            conn.close()
+
+    def _offset_when_served(self) -> int:
+        while True:
+            try:
+                return raw_offset(self.port, self.path)
+            except (OSError, http.client.HTTPException, AssertionError):
+                time.sleep(0.05)
+
+
+def test_a_restart_through_the_socket_unit_refuses_no_one_and_loses_nothing(installed):
+    """systemctl restart with a socket unit: SIGTERM to the service while 100
+    uploads run, then a new ExecStart on the socket systemd kept.  Running uploads
+    are answered at once and resume, new clients (one every 20 ms) wait in the
+    socket's queue and are all served, and every upload ends whole."""
+    listener = socket_unit_listener()
+    port = listener.getsockname()[1]
+    server, _ = start_exec_start(installed, listener, "restart-first.log")
+    clients = [Resumer(port, os.urandom(2 << 20)) for _ in range(100)]
+    refused: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def new_clients() -> None:
+        while not stop.wait(0.02):
+            try:
+                answer = requests.options(f"http://127.0.0.1:{port}/files/", timeout=20)
+                served[0] += 1
+                if answer.status_code not in (200, 204):
+                    refused.append(str(answer.status_code))
+            except requests.RequestException as exc:
+                refused.append(repr(exc))
+    prober = threading.Thread(target=new_clients, daemon=True)
+    try:
+        for client in clients:
+            client.start()
+        prober.start()
+        while min(client.offset for client in clients) < (512 << 10):
+            time.sleep(0.05)
+        stopping = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=45)
+        stopped_in = time.monotonic() - stopping
+        server, _ = start_exec_start(installed, listener, "restart-second.log")
+        accepting = time.monotonic()
+        for client in clients:
+            client.join(120)
+        stop.set()
+        prober.join(30)
+    finally:
+        stop.set()
+        server.stop()
+        listener.close()
+    late = [client.resumed_at[0] - accepting for client in clients if client.resumed_at]
+    print(f"restart: old server stopped in {stopped_in:.2f} s; {sum(bool(c.failed_at) for c in clients)} "
+          f"uploads interrupted, resumed at most {max(late, default=0):.2f} s after the new one answered; "
+          f"{served[0]} new clients served, {len(refused)} refused")
+    assert not refused, refused[:5]
+    assert stopped_in < 2
+    assert all(client.offset == len(client.data) for client in clients)
+    assert all(sha256_file(server.upload_dir / Path(c.path).name) == sha256(c.data) for c in clients)
+    assert max(late, default=0) < 1

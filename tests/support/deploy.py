@@ -58,6 +58,41 @@ def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dic
     return server
 
 
+def start_socket_activated(command: Sequence[str], listener: socket.socket, log_path: Path, *,
+                           env: dict, cwd: Path, upload_dir: Path, timeout: float = 30) -> Server:
+    """``command`` as systemd starts a socket-activated service: ``listener`` (bound
+    and listening, kept open by the caller as systemd keeps it) as file descriptor
+    3, ``LISTEN_FDS=1`` and ``LISTEN_PID`` set to the service's own pid."""
+    fd = listener.fileno()
+
+    def as_fd_3() -> None:  # runs before Popen closes what pass_fds does not keep
+        os.dup2(fd, 3)
+    wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh", *command]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(wrapper, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, pass_fds=(fd, 3), preexec_fn=as_fd_3)
+    server = Server(proc, port_of(listener), upload_dir, log_path)
+    try:
+        wait_for_port(port_of(listener), proc, timeout=timeout)
+        _wait_for_accepting(server, timeout)
+    except (RuntimeError, AssertionError) as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{' '.join(command)}\n{server.log()}") from None
+    return server
+
+
+def _wait_for_accepting(server: Server, timeout: float) -> None:
+    """A held socket takes connections before any worker runs: wait for an answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.options(f"http://127.0.0.1:{server.port}/files/", timeout=2)
+            return
+        except requests.RequestException:
+            assert server.proc.poll() is None, f"exited with {server.proc.returncode}"
+            assert time.monotonic() < deadline, "no worker answered"
+
+
 def production_env(bind: str, upload_dir: Path, **extra: str) -> dict:
     """This environment without tuswsgi/gunicorn settings, plus the listen address,
     the upload directory and a small worker layout for a 2-core test machine."""
