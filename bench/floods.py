@@ -53,7 +53,7 @@ def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
     phone.join(STEADY + 10)
     results = probe.stop()
     cpu = (capacity.cpu_seconds(pids) - cpu_before) / (time.monotonic() - started) * 100
-    stored = _size(os.path.join(server.directory, phone.upload))
+    stored = _settled_size(os.path.join(server.directory, phone.upload), phone.sent)
     held = json.loads(flood.stdout.readline())
     flood.wait(60)
     cut = sorted(h["closed_after"] for h in held if h["connected"] and h["closed_after"] is not None)
@@ -71,6 +71,15 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _settled_size(path: str, sent: int, seconds: float = 8.0) -> int:
+    """What the server stored of the phone's upload once it had time to read what
+    the kernel holds (a trickling body is read seconds apart)."""
+    deadline = time.monotonic() + seconds
+    while _size(path) < sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _size(path)
 
 
 def measure(name: str, kind: str, n: int, watch: float, storage: run.Storage, logdir: str) -> dict:

@@ -384,8 +384,9 @@ class BodyReader:
             self._continue = False
             self._source.sendall(CONTINUE)
         paused_at = time.monotonic()
-        if self._pause_for:
-            self._pause(self._pause_for)
+        if self._pause_for:  # not past the end of the rate window: it is judged on time
+            window_left = self._window_end - paused_at if self.min_rate else self._pause_for
+            self._pause(min(self._pause_for, max(window_left, 0)))
         now = time.monotonic()
         if not self._started:
             self._started, self._window_end = now, now + self.rate_window
