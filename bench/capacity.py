@@ -48,6 +48,7 @@ sys.path.insert(0, BENCH)
 
 import client  # noqa: E402
 import run  # noqa: E402
+import waitprofile  # noqa: E402
 
 FULL_N = (100, 500, 2000, 5000, 10000)
 QUICK_N = (50, 200)
@@ -75,6 +76,7 @@ class Params:
     probe_every: float = 0.25
     probe_timeout: float = 5.0
     probe_patch: int = 1024
+    profile: bool = False          # profile a tuswsgi worker during the steady phase
 
 
 QUICK = Params(ramp_timeout=10.0, steady=4.0)
@@ -476,6 +478,11 @@ def measure(server: run.Server, n: int, params: Params) -> dict:
     probe = start_children(probe_process, [(server.addr, params)])
     clients = [proc.pid for proc, _ in loaders + probe]
     steady_from = time.monotonic()
+    profiler = None
+    if params.profile and server.name == "tuswsgi":
+        prefix = os.path.join(run.RESULTS, f"waitprofile-{n}-{pids[1]}")
+        profiler = waitprofile.WorkerProfile(pids[1], params.steady - 1, prefix)
+        profiler.start()
     cpu0, client_cpu0 = cpu_seconds(pids), cpu_seconds(clients)
     stores = server.name != "ceiling"  # the null server keeps no files: time passes all the same
     progress = sample_progress(server.directory, ids if stores else [], params, steady_from)
@@ -489,9 +496,14 @@ def measure(server: run.Server, n: int, params: Params) -> dict:
     summaries = [receive(pipe, 60, "load summary") for _, pipe in loaders]
     for proc, _ in loaders + probe:
         proc.join(10)
-    return report(n, params, ready, summaries, probes, progress if stores else None, {
+    row = report(n, params, ready, summaries, probes, progress if stores else None, {
         "pids": pids, "idle_kib": idle, "loaded_kib": loaded, "cpu": cpu, "client_cpu": client_cpu,
         "client_processes": processes, "steady": steady})
+    if profiler is not None:
+        held = row["streaming"] // max(len(pids) - 1, 1)  # the worker's share
+        row["profile"] = profiler.finish(held)
+        run.log(waitprofile.table(row["profile"]))
+    return row
 
 
 def sample_progress(directory: str, ids: list[str], params: Params, since: float) -> list[int]:
@@ -782,9 +794,12 @@ def main() -> int:
     parser.add_argument("--servers", default="tuswsgi,@tus/server,ceiling",
                         help="comma-separated subset of tuswsgi,@tus/server,ceiling")
     parser.add_argument("--skip", default="", help="comma-separated rows to leave out: twice,zero-config")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one tuswsgi worker in the steady phase (bench/waitprofile.py)")
     args = parser.parse_args()
     params = QUICK if args.quick else Params()
-    changes = {k: v for k, v in (("chunk", args.chunk), ("every", args.every), ("steady", args.steady)) if v}
+    changes = {k: v for k, v in (("chunk", args.chunk), ("every", args.every), ("steady", args.steady),
+                                 ("profile", args.profile)) if v}
     params = dataclasses.replace(params, **changes)
     ns = [int(n) for n in args.n.split(",")] if args.n else list(QUICK_N if args.quick else FULL_N)
     started = time.time()
