@@ -53,7 +53,7 @@ def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
     phone.join(STEADY + 10)
     results = probe.stop()
     cpu = (capacity.cpu_seconds(pids) - cpu_before) / (time.monotonic() - started) * 100
-    stored = _settled_size(os.path.join(server.directory, phone.upload), phone.sent)
+    stored = _settled_size(os.path.join(server.directory, phone.upload), phone.sent) if phone.upload else 0
     held = json.loads(flood.stdout.readline())
     flood.wait(60)
     cut = sorted(h["closed_after"] for h in held if h["connected"] and h["closed_after"] is not None)
@@ -63,7 +63,8 @@ def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
             "cut_p50_s": capacity.percentile(cut, 0.5), "cut_p90_s": capacity.percentile(cut, 0.9),
             "probe_requests": len(results), "probe_ok_pct": round(100 * len(ok) / max(len(results), 1), 1),
             "probe_ms": capacity.spread([r[2] for r in ok]),
-            "phone_pct": round(100 * stored / (8000 * STEADY), 1), "cpu_pct": round(cpu)}
+            "phone_pct": round(100 * stored / (8000 * STEADY), 1), "phone_created": phone.created,
+            "cpu_pct": round(cpu)}
 
 
 def _size(path: str) -> int:

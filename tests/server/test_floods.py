@@ -49,6 +49,7 @@ def test_a_flood_of_slow_connections_is_cut_while_everyone_else_is_served(server
     results = probe.stop()
     held = json.loads(flood.stdout.readline())
     flood.wait(60)
+    assert phone.upload is not None, f"the phone's upload was refused: {phone.created}"
     stored = (server.upload_dir / phone.upload).stat().st_size
     failed = [result for result in results if not result[1]]
     print(f"{kind}: {len(held)} connections, {sum(h['connected'] for h in held)} connected, "

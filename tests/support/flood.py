@@ -182,12 +182,15 @@ class HonestUpload(threading.Thread):
         self.port, self.seconds = port, seconds
         self.length = int(8000 * seconds) + 8000
         response = _request(port, "POST", "/files/", headers={"Upload-Length": str(self.length)})
-        assert response.status == 201, response.status
-        self.upload = (response.getheader("Location") or "/").rsplit("/", 1)[1]
-        self.status: Optional[int] = None
+        #: The upload's ID, or ``None`` when the server refused to create it.
+        self.upload = (response.getheader("Location") or "/").rsplit("/", 1)[1] \
+            if response.status == 201 else None
+        self.created = response.status
         self.sent = 0
 
     def run(self) -> None:
+        if self.upload is None:
+            return
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
         head = (f"PATCH /files/{self.upload} HTTP/1.1\r\nHost: phone\r\nTus-Resumable: 1.0.0\r\n"
                 f"Upload-Offset: 0\r\nContent-Type: {OCTET}\r\nContent-Length: {self.length}\r\n\r\n")
