@@ -72,7 +72,8 @@ class Params:
     ramp_concurrency: int = 256    # connections being set up at once, per process
     settle: float = 1.0            # after the ramp, before measuring
     steady: float = 12.0           # the measured phase
-    interval: float = 2.0          # progress sampling period
+    interval: float = 6.0          # progress sampling period: longer than the 5 s a trickling
+                                   # body may wait between reads (tuswsgi.server.framing.MAX_PAUSE)
     probe_every: float = 0.25
     probe_timeout: float = 5.0
     probe_patch: int = 1024

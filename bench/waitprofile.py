@@ -24,8 +24,15 @@ from typing import Any, Optional
 SYSCALLS = ("read", "write", "recvfrom", "sendto", "poll", "ppoll", "epoll_wait", "epoll_ctl", "futex",
             "fstat", "newfstatat", "openat", "close", "getdents64", "clock_nanosleep", "accept4",
             "lseek", "fcntl", "ioctl", "select", "pselect6")
-EVENTS = ["task-clock", "context-switches", "raw_syscalls:sys_enter",
-          *(f"syscalls:sys_enter_{name}" for name in SYSCALLS)]
+TRACEPOINTS = "/sys/kernel/tracing/events/syscalls"
+
+
+def events() -> list[str]:
+    """What perf counts: CPU time, context switches, every system call, and each
+    of SYSCALLS this kernel has a tracepoint for."""
+    known = [name for name in SYSCALLS if os.path.isdir(f"{TRACEPOINTS}/sys_enter_{name}")]
+    return ["task-clock", "context-switches", "raw_syscalls:sys_enter",
+            *(f"syscalls:sys_enter_{name}" for name in known)]
 
 
 class WorkerProfile:
@@ -38,7 +45,7 @@ class WorkerProfile:
     def start(self) -> None:
         if shutil.which("perf"):
             self.procs.append(("perf", subprocess.Popen(
-                ["perf", "stat", "-x", ",", "-o", self.prefix + "-perf.csv", "-e", ",".join(EVENTS),
+                ["perf", "stat", "-x", ",", "-o", self.prefix + "-perf.csv", "-e", ",".join(events()),
                  "-p", str(self.pid), "--", "sleep", str(self.seconds)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         if shutil.which("py-spy"):
