@@ -61,6 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(f"tuswsgi: configuration warning: {warning}", file=sys.stderr)
         print(f"# configuration from {config.source or 'built-in defaults'}: OK")
         for name, value in config.as_dict().items():
             print(f"{name} = {_format_value(value)}")
@@ -196,12 +198,20 @@ def _table(rows: list[dict]) -> str:
     body = [(r["id"], r["filename"][:30], human_size(r["size"]), human_size(r["received"]),
              "" if r["percent"] is None else f"{r['percent']}", r["state"],
              human_duration(now - _epoch(r["created"])), human_duration(now - _epoch(r["modified"])),
-             f"in {human_duration(_epoch(r['expires']) - now)}" if r["expires"] else "-")
+             _expiry(r["expires"], now))
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width)
                               for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])
+
+
+def _expiry(expires: Optional[str], now: float) -> str:
+    """``in 3d``, or ``expired 2h ago`` (until a cleanup pass removes it)."""
+    if not expires:
+        return "-"
+    left = _epoch(expires) - now
+    return f"in {human_duration(left)}" if left > 0 else f"expired {human_duration(-left)} ago"
 
 
 def _format_value(value) -> str:

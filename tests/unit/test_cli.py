@@ -71,7 +71,7 @@ def test_check_config_with_file(tmp_path, upload_dir):
 
 @pytest.mark.parametrize(("where", "key", "value"), [
     ("env", "max_size", "abc"), ("env", "fsync", "sometimes"), ("file", "expiration", "soon"),
-    ("file", "max_szie", "1K"),
+    ("file", "max_szie", "1K"), ("env", "expiration", "0.001s"),
 ])
 @pytest.mark.parametrize("command", ["check-config", "list", "cleanup"])
 def test_bad_config_exits_2_naming_the_key(tmp_path, upload_dir, where, key, value, command):
@@ -106,6 +106,15 @@ def test_list_table(tmp_path, upload_dir, uploads):
     assert "part.bin" in by_id[uploads["partial"]]
     assert "30.0" in by_id[uploads["partial"]]
     assert "expired" in by_id[uploads["stale"]]
+    assert by_id[uploads["stale"]].endswith(" ago")  # its EXPIRES column: expired 1h ago
+    assert " in " in by_id[uploads["partial"]] and "expired" not in by_id[uploads["partial"]]
+
+
+def test_check_config_warns_on_stderr_and_still_passes(tmp_path, upload_dir):
+    result = run(tmp_path, upload_dir, "check-config", TUSWSGI_CLEANUP_INTERVAL="5s")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("tuswsgi: configuration warning: cleanup_interval = 5s: ")
+    assert "cleanup_interval = 5.0" in result.stdout
 
 
 def test_list_json(tmp_path, upload_dir, uploads):
