@@ -71,6 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "cleanup":
         for upload_id, action in service.cleanup(dry_run=args.dry_run):
             print(f"{'would be ' if args.dry_run else ''}{action}: {upload_id}")
+        service.hooks.drain()  # post-finish of the uploads it finished
         return 0
     if args.command == "list":
         rows = [describe(info) for info in _all_uploads(service)]

@@ -65,6 +65,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_MALFORMED_BODY": (400, "the chunked request body is malformed"),
     "ERR_INSUFFICIENT_STORAGE": (507, "not enough storage space to save the data"),
     "ERR_STORAGE": (500, "the storage failed while saving the data"),
+    "ERR_NOT_RECORDED": (503, "the data was stored but the upload's length could not be recorded; "
+                              "resume from the reported offset"),
     "ERR_UPLOAD_STOPPED": (400, "upload was stopped by the server's application"),
     # Hooks.
     "ERR_ACCESS_DENIED": (403, "access to this upload was refused"),
@@ -83,7 +85,9 @@ class TusError(HTTPException):
 
     ``upload_id`` names the upload a refused creation request did create (its
     bytes are kept: the client is told where, with ``Location``);
-    ``expected_offset`` and ``provided_offset`` describe an offset mismatch.
+    ``expected_offset`` and ``provided_offset`` describe an offset mismatch;
+    ``offset`` is where the upload stands after a request that failed once it had
+    stored bytes (the client resumes from there).
     """
 
     code: int
@@ -92,7 +96,7 @@ class TusError(HTTPException):
                  headers: Optional[Iterable[tuple[str, str]]] = None, *,
                  status: Optional[int] = None, body: Optional[str] = None,
                  upload_id: Optional[str] = None, expected_offset: Optional[int] = None,
-                 provided_offset: Optional[int] = None) -> None:
+                 provided_offset: Optional[int] = None, offset: Optional[int] = None) -> None:
         default_status, message = ERRORS[code]
         super().__init__(description=f"{message} ({detail})" if detail else message)
         self.code = status or default_status
@@ -102,6 +106,7 @@ class TusError(HTTPException):
         self.upload_id = upload_id
         self.expected_offset = expected_offset
         self.provided_offset = provided_offset
+        self.offset = offset
 
     @property
     def name(self) -> str:  # type: ignore[override]

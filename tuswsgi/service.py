@@ -30,6 +30,7 @@ from .logs import log_event
 from .metrics import Metrics
 from .plan import Append, AppendPlan, Limits, Upload, check_size, plan_append, settle_length
 from .protocol import encode_metadata, new_hasher
+from .retry import Retrier
 from .store import (
     ChunkRefused,
     FileStore,
@@ -91,6 +92,8 @@ class UploadService:
         self.store = FileStore(config.upload_dir, expiration=config.expiration,
                                gone_retention=config.gone_retention, fsync=config.fsync)
         self.locker = UploadLocker(self.store.directory)
+        #: Finishes whose recording failed after the last byte was stored.
+        self.retrier = Retrier()
         self.limits = Limits(config.max_size, config.max_append_size)
         self._next_sweep = time.monotonic() + min(config.cleanup_interval or 0, 60)
         self._sweep_lock = threading.Lock()
@@ -222,19 +225,84 @@ class UploadService:
         self.metrics.upload_event("created")
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
         self._notify("post-create", info, hook)
-        return self._finish(info, hook) if info.is_complete else {}
+        return self._finish_stored(info, hook) if info.is_complete else {}
 
+    # -- finishing -----------------------------------------------------------
     def _finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
-        """``pre-finish`` (may refuse, and add response headers), then ``post-finish``;
-        returns the headers."""
+        """``pre-finish`` (may refuse, and add response headers), then the finish is
+        recorded and ``post-finish`` sent; returns the headers."""
+        headers = self._pre_finish(info, hook)
+        self._record_finish(info, hook)
+        return headers
+
+    def _finish_stored(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        """Finish an upload whose last byte this request stored.
+
+        The bytes are safe on disk, so a failure to *record* the finish (``.info``
+        cannot be replaced: a full or read-only disk) must not make the client give
+        up on them: the request succeeds, and the finish is retried in the
+        background, by the next request for the upload and by the cleanup pass,
+        whichever comes first; ``post-finish`` is sent once, by that one."""
+        headers = self._pre_finish(info, hook)
+        try:
+            self._record_finish(info, hook)
+        except OSError as exc:
+            log_event("upload.finish_deferred", logging.WARNING, upload=info.id, error=exc.strerror)
+            self.retrier.schedule(f"the finish of {info.id}",
+                                  lambda: self._retry_finish(UploadId(info.id), hook))
+        return headers
+
+    def _pre_finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        """``pre-finish``: its headers, or its refusal (remembered, so that only a
+        client's request asks the application again)."""
         answer = self._blocking_hook("pre-finish", info, hook)
         if (answer.status or 0) >= 400:
+            try:
+                self.store.mark_refused(info)
+            except OSError as exc:
+                log.warning("cannot record that %s was refused: %s", info.id, exc.strerror)
             raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-        self.store.mark_finished(info)
+        return answer.headers
+
+    def _record_finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
+        """Mark the upload finished, then ``post-finish``.  Call under the lock, with
+        ``info`` read under it: that makes ``post-finish`` happen once."""
+        try:
+            self.store.mark_finished(info)
+        except OSError:
+            if not self._finished_on_disk(info.id):
+                raise
+            info.finished = True  # the new .info is in place; only a later step failed
         self.metrics.upload_event("finished")
         log_event("upload.finished", upload=info.id, length=info.length)
         self._notify("post-finish", info, hook)
-        return answer.headers
+
+    def _finished_on_disk(self, upload_id: str) -> bool:
+        try:
+            return self.store.inspect(upload_id).finished
+        except (OSError, UploadNotFound, ValueError):
+            return False
+
+    def _retry_finish(self, upload_id: UploadId, hook: Optional[RequestInfo]) -> bool:
+        """One background attempt at recording a finish (``pre-finish`` passed);
+        done once the upload is finished, by this or by any request, or gone."""
+        try:
+            with self.locker.hold(upload_id, 0):
+                info = self.store.get(upload_id)
+                if info.is_complete and not info.finished:
+                    self._record_finish(info, hook)
+                return True
+        except (UploadNotFound, UploadGone):
+            return True
+        except LockTimeout:
+            return False  # a request holds it: it finishes the upload itself if it can
+        except OSError as exc:
+            log.warning("finishing %s failed again: %s", upload_id, exc.strerror)
+            return False
+
+    def _is_unfinished(self, info: UploadInfo) -> bool:
+        """Complete, but its finish was never recorded nor refused."""
+        return info.is_complete and not (info.finished or info.finish_refused or info.is_gone)
 
     def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
         parts = [self._part(part_id) for part_id in part_ids]
@@ -291,7 +359,7 @@ class UploadService:
                     self._notify("post-receive", info, req.hook)
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
-            headers = self._finish(info, req.hook) if info.is_complete and not info.finished else {}
+            headers = self._finish_stored(info, req.hook) if info.is_complete and not info.finished else {}
             return Outcome(info, headers)
 
     def _append_locked(self, info: UploadInfo, body: RequestBody, req: UploadRequest) -> None:
@@ -306,7 +374,18 @@ class UploadService:
         if req.complete and length is None:  # a chunked body that ends the upload
             length = settle_length(upload, info.offset, self.limits)
         if info.length is None and length is not None:
-            self.store.declare_length(info, length)  # only once the body was accepted
+            self._declare_length(info, length)  # only once the body was accepted
+
+    def _declare_length(self, info: UploadInfo, length: int) -> None:
+        """Record a length the request declared.  When that fails the bytes are
+        kept all the same: the client is told to come back (503), and its resume
+        declares the length again without sending a byte."""
+        try:
+            self.store.declare_length(info, length)
+        except OSError as exc:
+            log.error("cannot record the length of %s: %s", info.id, exc.strerror)
+            raise TusError("ERR_NOT_RECORDED", f"upload is at {info.offset}",
+                           [("Retry-After", str(SHUTDOWN_RETRY_AFTER))], offset=info.offset) from None
 
     def _source(self, info: UploadInfo, body: RequestBody, req: UploadRequest,
                 plan: AppendPlan) -> tuple[Source, Optional[Callable[[], Optional[str]]]]:
@@ -413,8 +492,10 @@ class UploadService:
     def cleanup(self, *, dry_run: bool = False) -> list[tuple[str, str]]:
         """Expire stale uploads and forget old tombstones; skip any that is being written.
 
-        Returns ``(name, action)`` pairs, action ``expired``, ``forgotten`` or
-        ``leftover`` (a file a crash left behind, untouched for an hour).
+        Returns ``(name, action)`` pairs, action ``expired``, ``forgotten``,
+        ``finished`` (complete, but its finish was never recorded: the disk failed
+        at the time, or the process died) or ``leftover`` (a file a crash left
+        behind, untouched for an hour).
         """
         now = time.time()
         actions = [(name, "leftover")
@@ -428,6 +509,8 @@ class UploadService:
                 action = "expired"
             elif self.store.is_forgettable(info, now):
                 action = "forgotten"
+            elif self._is_unfinished(info):
+                action = "finished"
             else:
                 continue
             if not dry_run and not self._apply_cleanup(upload_id, action, now):
@@ -447,8 +530,19 @@ class UploadService:
                 if action == "forgotten" and self.store.is_forgettable(info, now):
                     self.store.forget(upload_id)
                     return True
+                if action == "finished" and self._is_unfinished(info):
+                    return self._finish_quietly(info)
                 return False
         except (LockTimeout, UploadNotFound):
+            return False
+
+    def _finish_quietly(self, info: UploadInfo) -> bool:
+        """Finish an upload no request is waiting for; a failure is only logged."""
+        try:
+            self._finish(info, None)
+            return True
+        except (TusError, OSError) as exc:
+            log.warning("finishing %s in the cleanup pass failed: %s", info.id, exc)
             return False
 
 
