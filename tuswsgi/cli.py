@@ -16,6 +16,7 @@ from .hooks import hooks_from_config
 from .protocol import decode_metadata
 from .server import server_command
 from .service import UploadService
+from .space import DiskReserve, DiskSpace
 from .store import UploadNotFound
 from .upload import InvalidUploadId, UploadInfo, check_upload_id
 
@@ -75,7 +76,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == "list":
         rows = [describe(info) for info in _all_uploads(service)]
-        print(json.dumps(rows, indent=2) if args.json else _table(rows))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(_table(rows))
+        print("\n".join(["", *_summary(rows, DiskSpace.of(service.store.directory), config.disk_reserve)]))
         return 0
     try:
         info = service.store.inspect(check_upload_id(args.upload_id))
@@ -205,6 +210,30 @@ def _table(rows: list[dict]) -> str:
     return "\n".join("  ".join(str(cell).ljust(width)
                               for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])
+
+
+def _summary(rows: list[dict], space: DiskSpace, reserve: DiskReserve) -> list[str]:
+    """What the uploads hold, by state, and what the disk has left: what an
+    operator needs to know before deleting anything on a full disk."""
+    def held(states: tuple[str, ...]) -> tuple[int, int]:
+        chosen = [row for row in rows if row["state"] in states]
+        return len(chosen), sum(row["received"] for row in chosen)
+
+    running, running_bytes = held(("receiving", "paused"))
+    to_come = sum(row["size"] - row["received"] for row in rows
+                  if row["state"] in ("receiving", "paused") and row["size"] is not None)
+    expired, expired_bytes = held(("expired",))
+    finished, finished_bytes = held(("finished",))
+    lines = [f"{len(rows)} uploads: {running} unfinished hold {human_size(running_bytes)} "
+             f"({human_size(to_come)} more to come), {expired} expired hold {human_size(expired_bytes)} "
+             f"(tuswsgi cleanup removes them), {finished} finished hold {human_size(finished_bytes)}"]
+    disk = f"disk: {human_size(space.free)} free of {human_size(space.total)}"
+    if reserve:
+        lines.append(f"{disk}; new uploads are refused below {human_size(reserve.kept(space))} free "
+                     f"(disk_reserve = {reserve})")
+    else:
+        lines.append(f"{disk}; no disk_reserve: new uploads are accepted until the disk is full")
+    return lines
 
 
 def _expiry(expires: Optional[str], now: float) -> str:

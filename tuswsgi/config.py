@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 from .events import EVENTS
+from .space import DiskReserve
 
 SECTION = "tuswsgi"
 ENV_PREFIX = "TUSWSGI_"
@@ -50,6 +51,20 @@ def parse_duration(text: str) -> float:
     if not match or match.group(2) not in _DURATION_UNITS:
         raise ValueError("expected a duration such as 45s, 30m, 12h or 7d")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_reserve(text: str) -> DiskReserve:
+    """``5%`` (of the file system's blocks and inodes) or a size: ``10G``, ``0``."""
+    value = text.strip()
+    if not value.endswith("%"):
+        return DiskReserve(size=parse_size(value))
+    try:
+        share = float(value[:-1])
+    except ValueError:
+        raise ValueError("expected a size such as 10G or a percentage such as 5%") from None
+    if not 0 <= share < 100:
+        raise ValueError("a percentage must be at least 0 and under 100")
+    return DiskReserve(share=share / 100)
 
 
 def parse_bool(text: str) -> bool:
@@ -153,6 +168,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_append_size", "0", parse_size,
             "Largest body accepted in one request (K/M/G/T); 0 means no limit. Advertised in "
             "Upload-Limit, so clients behind body-limited proxies (e.g. 100M) can chunk below it."),
+    Setting("disk_reserve", "0", parse_reserve,
+            "Free space kept for the uploads already running: below it new uploads are refused "
+            "(507 ERR_DISK_RESERVE) while running ones go on and finish. A size (10G), or a share "
+            "of the upload directory's file system (5%), which keeps that share of its inodes too; "
+            "0: none.", production="5%"),
     Setting("expiration", "7d", parse_duration,
             "Unfinished uploads expire this long after their last received byte; 0 disables."),
     Setting("gone_retention", "7d", parse_duration,

@@ -64,6 +64,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_CLIENT_GONE": (400, "request body ended before its declared length"),
     "ERR_MALFORMED_BODY": (400, "the chunked request body is malformed"),
     "ERR_INSUFFICIENT_STORAGE": (507, "not enough storage space to save the data"),
+    "ERR_DISK_RESERVE": (507, "the disk is nearly full: new uploads are refused so that the uploads "
+                              "already running can finish; try again later"),
     "ERR_STORAGE": (500, "the storage failed while saving the data"),
     "ERR_NOT_RECORDED": (503, "the data was stored but the upload's length could not be recorded; "
                               "resume from the reported offset"),

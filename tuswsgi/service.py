@@ -31,12 +31,14 @@ from .metrics import Metrics
 from .plan import Append, AppendPlan, Limits, Upload, check_size, plan_append, settle_length
 from .protocol import encode_metadata, new_hasher
 from .retry import Retrier
+from .space import DiskSpace
 from .store import (
     ChunkRefused,
     FileStore,
     OffsetMismatch,
     StorageFailed,
     StorageFull,
+    StoreError,
     UploadGone,
     UploadNotFound,
 )
@@ -199,6 +201,7 @@ class UploadService:
 
     def _create(self, req: UploadRequest) -> UploadInfo:
         check_size(req.length, self.limits)
+        self._check_reserve()
         info = UploadInfo(id="", length=req.length, metadata=req.metadata, concat=req.concat)
         self._pre_create(info, req.hook)
         try:
@@ -308,6 +311,7 @@ class UploadService:
         parts = [self._part(part_id) for part_id in part_ids]
         length = sum(part.length or 0 for part in parts)
         check_size(length, self.limits)
+        self._check_reserve(length)
         info = UploadInfo(id="", length=length, metadata=req.metadata, concat="final",
                           parts=[part.id for part in parts])
         self._pre_create(info, req.hook)
@@ -319,6 +323,21 @@ class UploadService:
             self.store.forget(info.id)
             raise storage_error(exc) from None
         return Outcome(info, self._created(info, req.hook))
+
+    def _check_reserve(self, needed: int = 0) -> None:
+        """New uploads wait while the disk is below ``disk_reserve`` (after storing
+        the ``needed`` bytes a final copies at once), so that the uploads already
+        running can finish: an append is never refused for the reserve."""
+        reserve = self.config.disk_reserve
+        if not reserve:
+            return
+        try:
+            refusal = reserve.refusal(DiskSpace.of(self.store.directory), needed)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        if refusal is not None:
+            log.warning("new upload refused: %s", refusal)
+            raise TusError("ERR_DISK_RESERVE", refusal)
 
     def _part(self, part_id: str) -> UploadInfo:
         """A finished partial upload, for a concatenation."""
@@ -346,7 +365,27 @@ class UploadService:
 
         Fires ``post-receive`` while bytes arrive (its answer can stop the upload),
         and ``pre-finish``/``post-finish`` when this request completes the upload.
+        A storage failure (507 included) says where the upload stands, so the
+        client resumes from there without asking.
         """
+        try:
+            return self._append(upload_id, req)
+        except OSError as exc:
+            raise self._at_offset(storage_error(exc), upload_id) from None
+        except TusError as error:
+            if error.code == 507 or error.error_code == "ERR_STORAGE":
+                self._at_offset(error, upload_id)
+            raise
+
+    def _at_offset(self, error: TusError, upload_id: str) -> TusError:
+        if error.offset is None:
+            try:
+                error.offset = self.store.get(check_upload_id(upload_id)).offset
+            except (StoreError, InvalidUploadId, OSError):
+                pass
+        return error
+
+    def _append(self, upload_id: str, req: UploadRequest) -> Outcome:
         body = req.body or RequestBody.empty()
         started = time.monotonic()
         with self.locked(upload_id, body) as info, self.metrics.writing():
