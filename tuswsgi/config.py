@@ -168,6 +168,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_append_size", "0", parse_size,
             "Largest body accepted in one request (K/M/G/T); 0 means no limit. Advertised in "
             "Upload-Limit, so clients behind body-limited proxies (e.g. 100M) can chunk below it."),
+    Setting("max_concat_parts", "100", parse_int,
+            "Most partial uploads one final concatenation may name (each once); 0 means no limit."),
+    Setting("client_creation_rate", "0", parse_int,
+            "Uploads one client may create a minute (finals too); more get 429 ERR_TOO_MANY_CREATIONS "
+            "until the minute is over. A client is the identity a pre-access hook gives, else its "
+            "address (an IPv6 /64); loopback is nobody (behind a proxy set behind_proxy). Counted in "
+            "upload_dir, by all workers and hosts together. 0: no cap.", production="1000"),
+    Setting("client_max_unfinished", "0", parse_int,
+            "Unfinished uploads one client may hold (expired ones do not count); one more gets 429 "
+            "ERR_TOO_MANY_UNFINISHED until it finishes or deletes one. 0: no cap.", production="1000"),
     Setting("disk_reserve", "0", parse_reserve,
             "Free space kept for the uploads already running: below it new uploads are refused "
             "(507 ERR_DISK_RESERVE) while running ones go on and finish. A size (10G), or a share "

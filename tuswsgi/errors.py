@@ -31,6 +31,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_INVALID_METADATA": (400, "Upload-Metadata is malformed"),
     "ERR_METADATA_TOO_LARGE": (400, "Upload-Metadata exceeds the configured size limit"),
     "ERR_INVALID_CONCAT": (400, "Upload-Concat is malformed or names unusable uploads"),
+    "ERR_CONCAT_TOO_MANY_PARTS": (400, "a final upload names more partial uploads than the server accepts"),
+    "ERR_CONCAT_REPEATED_PART": (400, "a final upload names the same partial upload more than once"),
     "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
     "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
     "ERR_INVALID_CONTENT_TYPE": (415, "Content-Type must be application/offset+octet-stream"),
@@ -57,6 +59,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_UPLOAD_INTERRUPTED": (400, "request was interrupted by a newer request for this upload"),
     "ERR_SERVER_SHUTDOWN": (503, "server is shutting down; resume from the reported offset"),
     "ERR_SERVER_BUSY": (503, "server is at capacity; retry after the seconds in Retry-After"),
+    "ERR_TOO_MANY_CREATIONS": (429, "this client created too many uploads this minute; retry after "
+                                    "the seconds in Retry-After"),
+    "ERR_TOO_MANY_UNFINISHED": (429, "this client holds too many unfinished uploads; finish or delete "
+                                     "some first"),
     "ERR_REQUEST_TIMEOUT": (408, "no data arrived within the network timeout"),
     "ERR_BODY_TOO_SLOW": (408, "the request body arrived slower than the server's minimum rate"),
     "ERR_REQUEST_HEAD_TIMEOUT": (408, "the request head did not arrive in full within the head timeout"),

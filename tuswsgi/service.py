@@ -28,8 +28,9 @@ from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
 from .locking import LockTimeout, UploadLocker
 from .logs import log_event
 from .metrics import Metrics
-from .plan import Append, AppendPlan, Limits, Upload, check_size, plan_append, settle_length
+from .plan import Append, AppendPlan, Limits, Upload, check_parts, check_size, plan_append, settle_length
 from .protocol import encode_metadata, new_hasher
+from .quota import ClientCaps, client_key
 from .retry import Retrier
 from .space import DiskSpace
 from .store import (
@@ -96,6 +97,9 @@ class UploadService:
         self.locker = UploadLocker(self.store.directory)
         #: Finishes whose recording failed after the last byte was stored.
         self.retrier = Retrier()
+        self.caps = ClientCaps(self.store.directory, per_minute=config.client_creation_rate,
+                               unfinished=config.client_max_unfinished,
+                               is_unfinished=self._unfinished_for_caps)
         self.limits = Limits(config.max_size, config.max_append_size)
         self._next_sweep = time.monotonic() + min(config.cleanup_interval or 0, 60)
         self._sweep_lock = threading.Lock()
@@ -173,6 +177,7 @@ class UploadService:
         answer = self._blocking_hook("pre-access", info, hook)
         if answer.reject_upload or answer.reject_access or (answer.status or 0) >= 400:
             raise answer.rejection("ERR_ACCESS_DENIED", 403)
+        hook.identity = answer.identity or hook.identity
 
     # -- creation ----------------------------------------------------------
     def create(self, req: UploadRequest,
@@ -202,6 +207,7 @@ class UploadService:
     def _create(self, req: UploadRequest) -> UploadInfo:
         check_size(req.length, self.limits)
         self._check_reserve()
+        client = self._admit(req.hook)
         info = UploadInfo(id="", length=req.length, metadata=req.metadata, concat=req.concat)
         self._pre_create(info, req.hook)
         try:
@@ -210,8 +216,43 @@ class UploadService:
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
             raise storage_error(exc) from None
+        if client is not None:
+            self.caps.created(client, info.id)
         self._created(info, req.hook)
         return info
+
+    def _admit(self, hook: Optional[RequestInfo]) -> Optional[str]:
+        """Count a creation against its client's caps, or refuse it (429); return
+        the client's key (``None``: not counted)."""
+        if not self.caps.enabled or hook is None:
+            return None
+        client = client_key(hook.identity, hook.address)
+        if client is None:
+            return None
+        try:
+            refusal = self.caps.admit(client)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        if refusal is not None:
+            log_event("upload.refused", logging.WARNING, client=client, reason=refusal.code)
+            retry = [("Retry-After", str(refusal.retry_after))] if refusal.retry_after else []
+            raise TusError(refusal.code, refusal.detail, retry)
+        return client
+
+    @property
+    def counts_clients(self) -> bool:
+        """Whether creations need to know their client (the front door builds a
+        :class:`RequestInfo` for them even without hooks)."""
+        return self.caps.enabled
+
+    def _unfinished_for_caps(self, upload_id: str) -> bool:
+        """Whether an upload still counts against its client: neither complete,
+        expired nor gone."""
+        try:
+            info = self.store.inspect(check_upload_id(upload_id))
+        except (UploadNotFound, ValueError, OSError, InvalidUploadId):
+            return False
+        return not (info.is_complete or info.is_gone or self.store.is_expired(info, time.time()))
 
     def _pre_create(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         """Run ``pre-create``: it may refuse, or choose the ID and the metadata."""
@@ -308,6 +349,8 @@ class UploadService:
         return info.is_complete and not (info.finished or info.finish_refused or info.is_gone)
 
     def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
+        check_parts(part_ids, self.config.max_concat_parts)
+        self._admit(req.hook)
         parts = [self._part(part_id) for part_id in part_ids]
         length = sum(part.length or 0 for part in parts)
         check_size(length, self.limits)
@@ -539,6 +582,8 @@ class UploadService:
         now = time.time()
         actions = [(name, "leftover")
                    for name in self.store.remove_leftovers(now - 3600, dry_run=dry_run)]
+        if not dry_run:
+            self.caps.sweep()
         for upload_id in self.store.iter_ids():
             try:
                 info = self.store.inspect(upload_id)

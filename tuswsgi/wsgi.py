@@ -152,9 +152,10 @@ class TusApp:
 
     def _authorize(self, request: Request, method: str,
                    upload_id: Optional[str]) -> Optional[RequestInfo]:
-        """What hooks see of the request (when hooks are set), after the pre-access
-        hook let it through: before any body is read."""
-        if not self.service.hooks.transports:
+        """What hooks see of the request (when hooks are set, or a creation counts
+        against its client), after the pre-access hook let it through: before any
+        body is read."""
+        if not self.service.hooks.transports and not (method == "POST" and self.service.counts_clients):
             return None
         hook = RequestInfo.from_environ(request.environ, method)
         self.service.authorize(hook, upload_id)

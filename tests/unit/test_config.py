@@ -339,7 +339,8 @@ def test_expiration_zero_is_no_expiry_and_breaks_no_rule():
 
 def test_production_defaults_apply_only_where_the_operator_said_nothing(tmp_path):
     from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults, configured
-    assert PRODUCTION_DEFAULTS == {"upload_page": "off", "disk_reserve": "5%"}
+    assert PRODUCTION_DEFAULTS == {"upload_page": "off", "client_creation_rate": "1000",
+                                   "client_max_unfinished": "1000", "disk_reserve": "5%"}
     ini = tmp_path / "tus.ini"
     ini.write_text("[tuswsgi]\ncleanup_interval = 5m\n[hooks]\ntimeout = 3s\n")
     environ = {"TUSWSGI_CONFIG": str(ini), "TUSWSGI_MAX_SIZE": "1G"}
