@@ -378,8 +378,7 @@ class UploadService:
             refusal = reserve.refusal(DiskSpace.of(self.store.directory), needed)
         except OSError as exc:
             raise storage_error(exc) from None
-        if refusal is not None:
-            log.warning("new upload refused: %s", refusal)
+        if refusal is not None:  # the request's log line names the code
             raise TusError("ERR_DISK_RESERVE", refusal)
 
     def _part(self, part_id: str) -> UploadInfo:
