@@ -322,6 +322,7 @@ class UploadService:
         self._notify("post-finish", info, hook)
 
     def _finished_on_disk(self, upload_id: str) -> bool:
+        """Whether ``.info`` says finished, whatever the write that failed said."""
         try:
             return self.store.inspect(upload_id).finished
         except (OSError, UploadNotFound, ValueError):
@@ -420,6 +421,7 @@ class UploadService:
             raise
 
     def _at_offset(self, error: TusError, upload_id: str) -> TusError:
+        """``error`` saying where the upload now stands, as read from the disk."""
         if error.offset is None:
             try:
                 error.offset = self.store.get(check_upload_id(upload_id)).offset
