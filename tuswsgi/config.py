@@ -244,7 +244,7 @@ SETTINGS: tuple[Setting, ...] = (
             "unix:/path; keep it on loopback behind a proxy."),
     Setting("workers", "0", parse_int,
             "Server worker processes; 0 means one per CPU core."),
-    Setting("threads", "3000", parse_positive_int,
+    Setting("threads", "6000", parse_positive_int,
             "Threads per worker: each open upload holds one while its body streams."),
     Setting("max_connections", "10000", parse_positive_int,
             "Open connections per worker; at the limit the oldest idle or slow-head connection is "
