@@ -110,9 +110,11 @@ class TusError(HTTPException):
         return f"{self.error_code}: {self.description}\n"
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        # The offset a client must resume from, so a 409 needs no HEAD after it.
+        offset = [] if self.expected_offset is None else [("Upload-Offset", str(self.expected_offset))]
         if any(name.lower() == "content-type" for name, _ in self.extra_headers):
-            return list(self.extra_headers)  # e.g. a hook's own JSON body
-        return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers]
+            return [*self.extra_headers, *offset]  # e.g. a hook's own JSON body
+        return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers, *offset]
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:  # type: ignore[override]
         status = f"{self.code} {self.name}"

@@ -76,7 +76,9 @@ class TusHandlers:
 
     # -- OPTIONS -------------------------------------------------------------
     def options(self, request: Request, upload_id: Optional[str] = None) -> Response:
-        return Response(status=204, headers=self.discovery_headers)
+        """200 with an empty body: tus allows 200 or 204; tusd answers 200 (some old
+        browsers mishandle a 204 here) and conformance suites expect it."""
+        return Response(status=200, headers=self.discovery_headers)
 
     # -- POST ------------------------------------------------------------------
     def post(self, request: Request, hook: Optional[RequestInfo],

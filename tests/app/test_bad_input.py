@@ -161,12 +161,16 @@ CASES.append(("content-length-too-big", "PATCH", "upload",
               {"Content-Length": "9999999999999999999"}, b"XYZ", 413))
 
 WRONG_MD5 = b64(hashlib.md5(b"not it").digest())
-for checksum in ["md5", "md5 ", "md5 !!!!", "rot13 abcd", "sha1 " + b64(b"short"),
-                 UTF8_GARBAGE, "sha256 " + "A" * 100_000, "md5 " + WRONG_MD5 + "=",
-                 "crc32 " + LATIN1, "md5\x00" + WRONG_MD5, "sha512 " + WRONG_MD5]:
+for checksum in ["md5", "md5 ", "md5 !!!!", "rot13 abcd", UTF8_GARBAGE, "md5 " + WRONG_MD5 + "=",
+                 "crc32 " + LATIN1, "md5\x00" + WRONG_MD5]:
     CASES.append(("checksum", "PATCH", "upload", {"Upload-Checksum": checksum}, b"XYZ", 400))
     CASES.append(("checksum", "POST", "collection",
                   {"Upload-Checksum": checksum, "Content-Type": OCTET}, b"XYZ", 400))
+# Well-formed digests of the wrong length for their algorithm cannot match: 460.
+for checksum in ["sha1 " + b64(b"short"), "sha256 " + "A" * 100_000, "sha512 " + WRONG_MD5]:
+    CASES.append(("checksum-length", "PATCH", "upload", {"Upload-Checksum": checksum}, b"XYZ", 460))
+    CASES.append(("checksum-length", "POST", "collection",
+                  {"Upload-Checksum": checksum, "Content-Type": OCTET}, b"XYZ", 460))
 for checksum in ["md5 " + WRONG_MD5, "MD5 " + WRONG_MD5, "crc32 " + b64(b"\0\0\0\0")]:
     CASES.append(("checksum-mismatch", "PATCH", "upload", {"Upload-Checksum": checksum},
                   b"XYZ", 460))
