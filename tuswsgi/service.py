@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Optional, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Protocol
 
 from .body import BodyInterrupted, BodyMalformed, BodyTimeout, ClientGone, RequestBody
 from .config import Config
@@ -46,8 +46,12 @@ log = logging.getLogger("tuswsgi")
 
 @dataclass(frozen=True)
 class Checksum:
+    """A digest the received bytes must have; ``mismatch`` is the error code when
+    they do not (tus: 460 ``ERR_CHECKSUM_MISMATCH``; the draft: a 400)."""
+
     algorithm: str
     digest: bytes
+    mismatch: str = "ERR_CHECKSUM_MISMATCH"
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,15 @@ class UploadRequest:
 
     ``offset``: where the body goes (appends); ``length``: the upload's length,
     given at creation or declared now; ``complete``: the body ends the upload (the
-    IETF draft's ``Upload-Complete: ?1``); ``hook``: what hooks see of the request.
+    IETF draft's ``Upload-Complete: ?1``); ``checksums``: digests the body must
+    have; ``hook``: what hooks see of the request.
     """
 
     body: Optional[RequestBody] = None
     offset: int = 0
     length: Optional[int] = None
     complete: bool = False
-    checksum: Optional[Checksum] = None
+    checksums: tuple[Checksum, ...] = ()
     metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
     concat: Optional[str] = None
     hook: Optional[RequestInfo] = None
@@ -314,9 +319,9 @@ class UploadService:
         to ``post-receive`` hooks; and the checksum's verdict for the store."""
         source: Source = body
         verify = None
-        if req.checksum is not None:
-            hashing = _HashingReader(body, req.checksum.algorithm)
-            source, verify = hashing, hashing.verifier(req.checksum.digest, plan.overflow)
+        if req.checksums:
+            hashing = _HashingReader(body, {checksum.algorithm for checksum in req.checksums})
+            source, verify = hashing, hashing.verifier(req.checksums, plan.overflow)
         if self.hooks.wants("post-receive"):
             source = _ProgressReader(source, self.config.hooks_progress_interval,
                                      lambda received: self._progress(info, received, body, req.hook))
@@ -379,6 +384,18 @@ class UploadService:
         self.metrics.upload_event("terminated")
         log_event("upload.terminated", upload=upload_id, offset=info.offset)
         self._notify("post-terminate", info, req.hook)
+
+    def invalidate(self, upload_id: str) -> None:
+        """Deactivate an upload a request tried to take past its length (the IETF
+        draft's rule from interop 9): it answers as a terminated one from now on.
+        No hook can refuse it, as none can refuse an expiry."""
+        with self.locked(upload_id) as info:
+            try:
+                self.store.terminate(info.id)
+            except OSError as exc:
+                raise storage_error(exc) from None
+        self.metrics.upload_event("invalidated")
+        log_event("upload.invalidated", upload=upload_id, offset=info.offset)
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -450,7 +467,8 @@ class UploadService:
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.
 REFUSED_BODY_CODES = frozenset({"ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH",
-                                "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH"})
+                                "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH",
+                                "ERR_DIGEST_MISMATCH"})
 
 
 def storage_error(exc: OSError) -> TusError:
@@ -485,23 +503,26 @@ class _ProgressReader:
 
 
 class _HashingReader:
-    """Wraps a body so its bytes are hashed as they stream to disk."""
+    """Wraps a body so its bytes are hashed as they stream to disk, once per
+    algorithm however many digests name it."""
 
-    def __init__(self, body: RequestBody, algorithm: str) -> None:
+    def __init__(self, body: RequestBody, algorithms: Iterable[str]) -> None:
         self._body = body
-        self._hasher = new_hasher(algorithm)
+        self._hashers = {algorithm: new_hasher(algorithm) for algorithm in algorithms}
 
     def read(self, size: int) -> bytes:
         data = self._body.read(size)
-        self._hasher.update(data)
+        for hasher in self._hashers.values():
+            hasher.update(data)
         return data
 
-    def verifier(self, expected: bytes, overflow: str) -> Callable[[], Optional[str]]:
+    def verifier(self, expected: Iterable[Checksum], overflow: str) -> Callable[[], Optional[str]]:
         """The store's ``verify``: the error code that refuses the chunk, or ``None``."""
         def verify() -> Optional[str]:
             if self._body.is_chunked and self._body.has_more():
                 return overflow
-            if not hmac.compare_digest(self._hasher.digest(), expected):
-                return "ERR_CHECKSUM_MISMATCH"
+            for checksum in expected:
+                if not hmac.compare_digest(self._hashers[checksum.algorithm].digest(), checksum.digest):
+                    return checksum.mismatch
             return None
         return verify

@@ -100,9 +100,9 @@ class TusHandlers:
         if body is not None and length is not None and body.length is not None \
                 and body.length > length:
             raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
-        checksum = self._checksum(request) if body is not None else None
+        checksums = self._checksums(request) if body is not None else ()
         outcome = self.service.create(UploadRequest(
-            body=body, length=length, checksum=checksum, metadata=metadata, concat=concat, hook=hook))
+            body=body, length=length, checksums=checksums, metadata=metadata, concat=concat, hook=hook))
         return self._created(request, outcome)
 
     def _creation_length(self, headers: Headers) -> Optional[int]:
@@ -150,10 +150,10 @@ class TusHandlers:
         if offset is None:
             raise TusError("ERR_INVALID_OFFSET", "header is missing")
         length = parse_uint(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
-        checksum = self._checksum(request)
+        checksums = self._checksums(request)
         body = self._body(request, required=True)
         outcome = self.service.append(upload_id, UploadRequest(
-            body=body, offset=offset, length=length, checksum=checksum, hook=hook))
+            body=body, offset=offset, length=length, checksums=checksums, hook=hook))
         response = Response(status=204, headers=self._expires(outcome.info))
         response.headers["Upload-Offset"] = str(outcome.info.offset)
         response.headers.extend(outcome.headers.items())
@@ -202,10 +202,10 @@ class TusHandlers:
             raise TusError("ERR_INVALID_CONTENT_TYPE")
         return body
 
-    def _checksum(self, request: Request) -> Optional[Checksum]:
+    def _checksums(self, request: Request) -> tuple[Checksum, ...]:
         parsed = parse_checksum(request.headers.get("Upload-Checksum"),
                                 self.config.checksum_algorithms)
-        return Checksum(*parsed) if parsed else None
+        return (Checksum(*parsed),) if parsed else ()
 
     @staticmethod
     def _expires(info: UploadInfo) -> list[tuple[str, str]]:
