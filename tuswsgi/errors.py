@@ -33,6 +33,13 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_INVALID_CONCAT": (400, "Upload-Concat is malformed or names unusable uploads"),
     "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
     "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
+    "ERR_CHECKSUM_TWICE": (400, "send Upload-Checksum as a header or as a trailer, not both"),
+    "ERR_TRAILER_NOT_ANNOUNCED": (400, "an Upload-Checksum trailer must be announced with "
+                                       "Trailer: Upload-Checksum"),
+    "ERR_TRAILER_MISSING": (400, "the announced Upload-Checksum trailer did not arrive "
+                                 "(a proxy may have dropped it)"),
+    "ERR_TRAILER_UNAVAILABLE": (400, "an Upload-Checksum trailer needs a chunked body and a "
+                                     "server that passes trailers on"),
     "ERR_MALFORMED_DIGEST": (400, "Content-Digest or Repr-Digest is malformed"),
     "ERR_UNSUPPORTED_DIGEST": (400, "no digest algorithm this server verifies (sha-256, sha-512)"),
     "ERR_INVALID_DIGEST": (400, "a digest has the wrong length for its algorithm"),

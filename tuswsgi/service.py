@@ -55,13 +55,28 @@ class Checksum:
 
 
 @dataclass(frozen=True)
+class LateChecksum:
+    """A checksum that arrives after the body (tus's checksum-trailer).
+
+    While it is unknown, the body is hashed with each of ``algorithms``; once the
+    body ended, ``read()`` returns it (``None``: none came) or raises the
+    :class:`TusError` that refuses the chunk.  With no ``algorithms`` none was
+    announced, and ``read()`` only refuses one that came anyway.
+    """
+
+    algorithms: tuple[str, ...]
+    read: Callable[[], Optional[Checksum]]
+
+
+@dataclass(frozen=True)
 class UploadRequest:
     """What a front-end read from one request, in the service's terms.
 
     ``offset``: where the body goes (appends); ``length``: the upload's length,
     given at creation or declared now; ``complete``: the body ends the upload (the
     IETF draft's ``Upload-Complete: ?1``); ``checksums``: digests the body must
-    have; ``hook``: what hooks see of the request.
+    have, and ``late_checksum`` one that follows it; ``hook``: what hooks see of
+    the request.
     """
 
     body: Optional[RequestBody] = None
@@ -69,6 +84,7 @@ class UploadRequest:
     length: Optional[int] = None
     complete: bool = False
     checksums: tuple[Checksum, ...] = ()
+    late_checksum: Optional[LateChecksum] = None
     metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
     concat: Optional[str] = None
     hook: Optional[RequestInfo] = None
@@ -307,21 +323,35 @@ class UploadService:
         if body.is_chunked and body.has_more():
             self.store.truncate(info, req.offset)
             raise TusError(plan.overflow, f"body is larger than the {plan.limit} bytes allowed")
+        if verify is None and req.late_checksum is not None:
+            self._refuse_unannounced(info, req.late_checksum, req.offset)
         length = plan.length
         if req.complete and length is None:  # a chunked body that ends the upload
             length = settle_length(upload, info.offset, self.limits)
         if info.length is None and length is not None:
             self.store.declare_length(info, length)  # only once the body was accepted
 
+    def _refuse_unannounced(self, info: UploadInfo, late: LateChecksum, start: int) -> None:
+        """A checksum that followed a body nobody hashed (it was not announced) is
+        refused, and the chunk with it: the client must not think it verified."""
+        try:
+            late.read()
+        except TusError:
+            self.store.truncate(info, start)
+            raise
+
     def _source(self, info: UploadInfo, body: RequestBody, req: UploadRequest,
                 plan: AppendPlan) -> tuple[Source, Optional[Callable[[], Optional[str]]]]:
-        """What the store copies from: the body, hashed for a checksum, reported
-        to ``post-receive`` hooks; and the checksum's verdict for the store."""
+        """What the store copies from: the body, hashed for its checksums, reported
+        to ``post-receive`` hooks; and the checksums' verdict for the store."""
         source: Source = body
         verify = None
-        if req.checksums:
-            hashing = _HashingReader(body, {checksum.algorithm for checksum in req.checksums})
-            source, verify = hashing, hashing.verifier(req.checksums, plan.overflow)
+        late = req.late_checksum
+        algorithms = {checksum.algorithm for checksum in req.checksums}
+        algorithms.update(late.algorithms if late is not None else ())
+        if algorithms:
+            hashing = _HashingReader(body, algorithms)
+            source, verify = hashing, hashing.verifier(req.checksums, late, plan.overflow)
         if self.hooks.wants("post-receive"):
             source = _ProgressReader(source, self.config.hooks_progress_interval,
                                      lambda received: self._progress(info, received, body, req.hook))
@@ -468,7 +498,9 @@ class UploadService:
 #: Errors that refuse a creation body as a whole: no upload is left behind.
 REFUSED_BODY_CODES = frozenset({"ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH",
                                 "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH",
-                                "ERR_DIGEST_MISMATCH"})
+                                "ERR_DIGEST_MISMATCH", "ERR_CHECKSUM_TWICE",
+                                "ERR_TRAILER_NOT_ANNOUNCED", "ERR_TRAILER_MISSING",
+                                "ERR_INVALID_CHECKSUM", "ERR_UNSUPPORTED_CHECKSUM"})
 
 
 def storage_error(exc: OSError) -> TusError:
@@ -516,13 +548,17 @@ class _HashingReader:
             hasher.update(data)
         return data
 
-    def verifier(self, expected: Iterable[Checksum], overflow: str) -> Callable[[], Optional[str]]:
-        """The store's ``verify``: the error code that refuses the chunk, or ``None``."""
+    def verifier(self, expected: Iterable[Checksum], late: Optional[LateChecksum],
+                 overflow: str) -> Callable[[], Optional[str]]:
+        """The store's ``verify``: the error code that refuses the chunk, or ``None``
+        (a late checksum that cannot be used raises its own refusal)."""
         def verify() -> Optional[str]:
             if self._body.is_chunked and self._body.has_more():
                 return overflow
-            for checksum in expected:
-                if not hmac.compare_digest(self._hashers[checksum.algorithm].digest(), checksum.digest):
+            arrived = late.read() if late is not None else None
+            for checksum in [*expected, *([arrived] if arrived else [])]:
+                hasher = self._hashers.get(checksum.algorithm)
+                if hasher is None or not hmac.compare_digest(hasher.digest(), checksum.digest):
                     return checksum.mismatch
             return None
         return verify
