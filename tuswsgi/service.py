@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Protocol
 
 from .body import BodyInterrupted, BodyMalformed, BodyTimeout, ClientGone, RequestBody
+from .concat import Part, plan_final
 from .config import Config
 from .errors import TusError
 from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
@@ -154,12 +155,28 @@ class UploadService:
         disk, refused it) is finished now, so every complete upload gets its
         ``pre-finish``/``post-finish`` once, whatever went wrong before."""
         with self.locked(upload_id) as info:
-            if info.is_complete and not info.finished:
+            if info.concat == "final":
+                self._assemble_for_head(info, req.hook)
+            elif info.is_complete and not info.finished:
                 try:
                     self._finish(info, req.hook)
                 except (TusError, OSError) as exc:
                     log.error("finishing %s failed again: %s", upload_id, exc)
-            return info
+        if info.concat == "partial" and info.finished:
+            self._assemble_waiting(info.id, req.hook)
+        return info
+
+    def _assemble_for_head(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
+        """A final's offset is what it holds: assemble first (a worker that finished
+        a part may have died before it did), and answer 410 if it can never complete."""
+        try:
+            self._assemble_locked(info, hook)
+        except TusError as exc:
+            if exc.error_code == "ERR_UPLOAD_GONE":
+                raise
+            log.error("assembling %s failed: %s", info.id, exc)
+        except OSError as exc:
+            log.error("assembling %s failed: %s", info.id, exc)
 
     # -- hooks -------------------------------------------------------------
     def _hook_event(self, event_type: str, info: Optional[UploadInfo],
@@ -240,10 +257,13 @@ class UploadService:
         info.id = UploadId(answer.change_id) if answer.change_id else new_upload_id()
 
     def _created(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        self._announce(info, hook)
+        return self._finish(info, hook) if info.is_complete else {}
+
+    def _announce(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         self.metrics.upload_event("created")
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
         self._notify("post-create", info, hook)
-        return self._finish(info, hook) if info.is_complete else {}
 
     def _finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
         """``pre-finish`` (may refuse, and add response headers), then ``post-finish``;
@@ -257,33 +277,164 @@ class UploadService:
         self._notify("post-finish", info, hook)
         return answer.headers
 
+    # -- concatenation -------------------------------------------------------
     def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
+        """A final upload of ``part_ids``, in order, created at once even while parts
+        are unfinished (concatenation-unfinished): it assembles itself as they
+        finish, and is finished (``post-finish``, once) with the last of them."""
         parts = [self._part(part_id) for part_id in part_ids]
-        length = sum(part.length or 0 for part in parts)
-        check_size(length, self.limits)
-        info = UploadInfo(id="", length=length, metadata=req.metadata, concat="final",
-                          parts=[part.id for part in parts])
+        lengths = [part.length for part in parts]
+        check_size(sum(length or 0 for length in lengths), self.limits)  # what is known must fit
+        info = UploadInfo(id="", length=None if None in lengths else sum(lengths),  # type: ignore[arg-type]
+                          metadata=req.metadata, concat="final", parts=[part.id for part in parts])
         self._pre_create(info, req.hook)
         try:
-            self.store.concatenate(info, parts)
+            self.store.create(info)
+            if not all(part.finished for part in parts):
+                for part_id in dict.fromkeys(info.parts):
+                    self.store.link_final(part_id, info.id)
         except FileExistsError:
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
-            self.store.forget(info.id)
+            self._forget_final(info)
             raise storage_error(exc) from None
-        return Outcome(info, self._created(info, req.hook))
+        self._announce(info, req.hook)
+        try:
+            with self.locked(info.id) as current:
+                headers, _ = self._assemble_locked(current, req.hook, created=True)
+        except TusError as error:
+            if error.error_code != "ERR_UPLOAD_LOCKED":
+                raise
+            return Outcome(self.get(info.id))  # a part's request is assembling it already
+        return Outcome(current, headers)
 
     def _part(self, part_id: str) -> UploadInfo:
-        """A finished partial upload, for a concatenation."""
+        """A partial upload, finished or not, for a concatenation."""
         try:
             part = self.store.get(check_upload_id(part_id))
         except (UploadNotFound, UploadGone, InvalidUploadId):
             raise TusError("ERR_INVALID_CONCAT", f"unknown upload {part_id[:40]!r}") from None
         if part.concat != "partial":
             raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not a partial upload")
-        if not part.is_complete:
-            raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
         return part
+
+    def _part_state(self, part_id: str) -> Part:
+        """A part as the assembly rule sees it, read without its lock: a finished
+        part's bytes never change (a finish is recorded after its last chunk was
+        accepted); a terminated one keeps its length in its tombstone."""
+        try:
+            part = self.store.inspect(check_upload_id(part_id))
+        except (UploadNotFound, InvalidUploadId):
+            return Part(None, False, gone=True)
+        gone = part.is_gone or self.store.is_expired(part, time.time())
+        return Part(part.length, part.finished, gone)
+
+    def _assemble_locked(self, info: UploadInfo, hook: Optional[RequestInfo], *,
+                         created: bool = False) -> tuple[dict[str, str], Optional[str]]:
+        """Copy into the final what its finished parts hold, declare its length once
+        known, and finish it when no part is left to wait for.  Call with its lock.
+
+        Returns the ``pre-finish`` headers, and the part it still waits for.  A final
+        that can no longer complete is terminated (410), or, in the request that
+        creates it, refused (400) and removed."""
+        if info.finished or info.is_gone:
+            return {}, None
+        states = [self._part_state(part_id) for part_id in info.parts]
+        step = plan_final(info.offset, states)
+        if step.broken:
+            self._give_up_final(info, created)
+        for index in step.ready:
+            self._copy_part(info, info.parts[index], states[index].length or 0, created)
+        copied = step.copied + len(step.ready)
+        for part_id in set(info.parts[:copied]) - set(info.parts[copied:]):
+            self.store.unlink_final(part_id, info.id)
+        if info.length is None and step.length is not None:
+            self._declare_final_length(info, step.length, created)
+        if not step.completes(len(info.parts)):
+            return {}, info.parts[copied]
+        return (self._finish(info, hook) if not info.finished else {}), None
+
+    def _copy_part(self, info: UploadInfo, part_id: str, length: int, created: bool) -> None:
+        try:
+            self.store.append_part(info, part_id, length)
+        except FileNotFoundError:  # terminated after it was read
+            self._give_up_final(info, created)
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def _declare_final_length(self, info: UploadInfo, length: int, created: bool) -> None:
+        """The length, once every part's is known; past ``max_size`` the final can
+        never be accepted."""
+        try:
+            check_size(length, self.limits)
+        except TusError:
+            if created:
+                raise
+            log.error("final upload %s would be %d bytes, over max_size: terminated", info.id, length)
+            self._end_final(info, "too-large")
+            raise TusError("ERR_UPLOAD_GONE") from None
+        self.store.declare_length(info, length)
+
+    def _give_up_final(self, info: UploadInfo, created: bool) -> None:
+        """A part the final still needs is gone: the final can never complete."""
+        if created:
+            self._forget_final(info)
+            raise TusError("ERR_INVALID_CONCAT", "a part was terminated meanwhile")
+        self._end_final(info, "part-gone")
+        raise TusError("ERR_UPLOAD_GONE", "a part it needs was terminated")
+
+    def _end_final(self, info: UploadInfo, reason: str) -> None:
+        """Terminate a final that cannot complete (call with its lock)."""
+        self._release_parts(info)
+        self.store.terminate(info.id)
+        self.metrics.upload_event("terminated")
+        log_event("upload.terminated", upload=info.id, offset=info.offset, reason=reason)
+        self._notify("post-terminate", info, None)
+
+    def _forget_final(self, info: UploadInfo) -> None:
+        """Remove every trace of a final its creation request could not complete."""
+        self._release_parts(info)
+        self.store.forget(info.id)
+
+    def _release_parts(self, info: UploadInfo) -> None:
+        for part_id in dict.fromkeys(info.parts):
+            self.store.unlink_final(part_id, info.id)
+
+    def _assemble_waiting(self, part_id: str, hook: Optional[RequestInfo]) -> None:
+        """Assemble every final waiting for ``part_id``, which just finished.  Never
+        fails the request that finished it: a final it cannot assemble now (locked,
+        gone, storage) is assembled by whoever holds it, or at its next ``HEAD``."""
+        for final_id in self.store.finals_waiting_for(part_id):
+            self.assemble(final_id, hook)
+
+    def assemble(self, final_id: str, hook: Optional[RequestInfo] = None) -> None:
+        """Assemble one final as far as its parts allow, quietly.
+
+        After letting go of the final's lock, the part it still waits for is looked
+        at once more: if that part finished meanwhile, its own request may have
+        given up waiting for the lock (``lock_timeout``), so this one goes on."""
+        waiting_for: Optional[str] = None
+        while True:
+            try:
+                with self.locked(final_id) as info:
+                    _, waiting_for = self._assemble_locked(info, hook)
+            except (TusError, OSError) as exc:
+                log.info("final upload %s not assembled now: %s", final_id, exc)
+                return
+            if waiting_for is None or not self._part_state(waiting_for).finished:
+                return
+
+    def _cancel_finals_waiting_for(self, part_id: str) -> None:
+        """A part was terminated or expired: the finals still waiting for its bytes
+        can never complete, and are terminated too (410)."""
+        for final_id in self.store.finals_waiting_for(part_id):
+            try:
+                with self.locked(final_id) as info:
+                    if not (info.finished or info.is_gone):
+                        self._end_final(info, "part-gone")
+            except (TusError, OSError) as exc:  # gone already, or an assembly holds it
+                log.info("final upload %s not cancelled now: %s", final_id, exc)
+            self.store.unlink_final(part_id, final_id)
 
     def check_size(self, length: Optional[int]) -> None:
         check_size(length, self.limits)
@@ -313,7 +464,9 @@ class UploadService:
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
             headers = self._finish(info, req.hook) if info.is_complete and not info.finished else {}
-            return Outcome(info, headers)
+        if info.concat == "partial" and info.finished:
+            self._assemble_waiting(info.id, req.hook)
+        return Outcome(info, headers)
 
     def _append_locked(self, info: UploadInfo, body: RequestBody, req: UploadRequest) -> None:
         upload = Upload(info.offset, info.length, is_final=info.concat == "final")
@@ -411,9 +564,12 @@ class UploadService:
                 self.store.terminate(info.id)
             except OSError as exc:
                 raise storage_error(exc) from None
+            if info.concat == "final":
+                self._release_parts(info)
         self.metrics.upload_event("terminated")
         log_event("upload.terminated", upload=upload_id, offset=info.offset)
         self._notify("post-terminate", info, req.hook)
+        self._cancel_finals_waiting_for(info.id)
 
     def invalidate(self, upload_id: str) -> None:
         """Deactivate an upload a request tried to take past its length (the IETF
@@ -426,6 +582,7 @@ class UploadService:
                 raise storage_error(exc) from None
         self.metrics.upload_event("invalidated")
         log_event("upload.invalidated", upload=upload_id, offset=info.offset)
+        self._cancel_finals_waiting_for(info.id)
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -472,6 +629,8 @@ class UploadService:
             elif self.store.is_forgettable(info, now):
                 action = "forgotten"
             else:
+                if not dry_run and info.concat == "final" and not (info.finished or info.is_gone):
+                    self.assemble(upload_id)  # catch up after a crash; ends one whose parts are gone
                 continue
             if not dry_run and not self._apply_cleanup(upload_id, action, now):
                 continue
@@ -482,17 +641,20 @@ class UploadService:
         try:
             with self.locker.hold(upload_id, 0):
                 info = self.store.inspect(upload_id)  # re-check under the lock
-                if action == "expired" and self.store.is_expired(info, now):
-                    self.store.terminate(upload_id, now=now)
-                    self.metrics.upload_event("expired")
-                    log_event("upload.expired", upload=upload_id, offset=info.offset)
-                    return True
-                if action == "forgotten" and self.store.is_forgettable(info, now):
+                if action == "forgotten":
+                    if not self.store.is_forgettable(info, now):
+                        return False
                     self.store.forget(upload_id)
                     return True
-                return False
+                if not self.store.is_expired(info, now):
+                    return False
+                self.store.terminate(upload_id, now=now)
+                self.metrics.upload_event("expired")
+                log_event("upload.expired", upload=upload_id, offset=info.offset)
         except (LockTimeout, UploadNotFound):
             return False
+        self._cancel_finals_waiting_for(upload_id)  # after letting go: one lock at a time
+        return True
 
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.

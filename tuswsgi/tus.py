@@ -63,7 +63,7 @@ class TusHandlers:
         self.service = service
         self.config = service.config
         extensions = ["creation", "creation-with-upload", "creation-defer-length",
-                      "termination", "checksum", "concatenation"]
+                      "termination", "checksum", "concatenation", "concatenation-unfinished"]
         if self.config.expiration:
             extensions.insert(5, "expiration")
         self.discovery_headers = [
@@ -135,11 +135,13 @@ class TusHandlers:
     def head(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
         info = self.service.head(upload_id, UploadRequest(hook=hook))
         response = Response(status=200, headers=self._expires(info))
+        # A final being assembled: its offset is what it holds (the extension leaves it
+        # undefined; core tus requires one), its length appears once every part's is known.
         response.headers["Upload-Offset"] = str(info.offset)
-        if info.length is None:
-            response.headers["Upload-Defer-Length"] = "1"
-        else:
+        if info.length is not None:
             response.headers["Upload-Length"] = str(info.length)
+        elif info.concat != "final":
+            response.headers["Upload-Defer-Length"] = "1"
         if info.metadata:
             response.headers["Upload-Metadata"] = serialize_metadata(info.metadata)
         if info.concat == "partial":

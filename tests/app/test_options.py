@@ -5,7 +5,7 @@ from conftest import OCTET, TUS, create, data_file, patch
 from werkzeug.test import Client
 
 EXTENSIONS = ["creation", "creation-with-upload", "creation-defer-length", "termination",
-              "checksum", "expiration", "concatenation"]
+              "checksum", "expiration", "concatenation", "concatenation-unfinished"]
 
 
 def info_files(upload_dir):
