@@ -523,20 +523,24 @@ class FileStore:
         The rename makes it atomic against crashes of any process.  Against power
         loss it also takes fsyncs (file, then directory), which cost a journal
         commit each on a disk; they follow the ``fsync`` policy like the data does.
+        The file is closed before the rename: NFS and FUSE clients (MooseFS) send
+        its bytes at close, so another host that opens the new name in between
+        would read an empty file.
         """
         temp = f"{path}.tmp-{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            if os.write(fd, payload) != len(payload):
-                raise OSError(28, os.strerror(28))
-            if self.fsync != "none":
-                os.fsync(fd)
+            try:
+                if os.write(fd, payload) != len(payload):
+                    raise OSError(28, os.strerror(28))
+                if self.fsync != "none":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(temp, path)
         except OSError:
             _unlink(temp)
             raise
-        finally:
-            os.close(fd)
         if self.fsync != "none":
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:

@@ -420,3 +420,22 @@ def test_estale_on_info_is_retried(store, monkeypatch):
     monkeypatch.setattr(os, "open", stale_once)
     assert store.get(info.id).length == 10
     assert failures
+
+
+def test_small_files_are_closed_before_they_are_renamed_into_place(store, monkeypatch):
+    """NFS and FUSE clients send a file's bytes at close: a rename before it lets
+    another host open the new name and read nothing (seen on MooseFS)."""
+    info = new(store, 10)
+    real_replace = os.replace
+    seen = []
+
+    def replace(source, target):
+        open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{fd}")}
+        seen.append((os.path.realpath(source) in open_files, os.path.getsize(source)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    store.mark_finished(info)
+    assert seen and all(not still_open and size > 0 for still_open, size in seen)
+    assert store.get(info.id).finished
