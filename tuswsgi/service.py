@@ -321,11 +321,13 @@ class UploadService:
     def _part_state(self, part_id: str) -> Part:
         """A part as the assembly rule sees it, read without its lock: a finished
         part's bytes never change (a finish is recorded after its last chunk was
-        accepted); a terminated one keeps its length in its tombstone."""
+        accepted); a terminated one keeps its length in its tombstone.  Only a part
+        positively gone ends a final: one whose ``.info`` is there but cannot be
+        read now (a shared filesystem between two hosts' writes) is waited for."""
         try:
             part = self.store.inspect(check_upload_id(part_id))
         except (UploadNotFound, InvalidUploadId):
-            return Part(None, False, gone=True)
+            return Part(None, False, gone=not self.store.exists(part_id))
         gone = part.is_gone or self.store.is_expired(part, time.time())
         return Part(part.length, part.finished, gone)
 
@@ -340,7 +342,11 @@ class UploadService:
         if info.finished or info.is_gone:
             return {}, None
         states = [self._part_state(part_id) for part_id in info.parts]
-        step = plan_final(info.offset, states)
+        try:
+            step = plan_final(info.offset, states)
+        except ValueError as exc:  # a copied part cannot be read now: another time
+            log.warning("final upload %s not assembled now: %s", info.id, exc)
+            return {}, None
         if step.broken:
             self._give_up_final(info, created)
         for index in step.ready:

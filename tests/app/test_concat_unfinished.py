@@ -269,3 +269,19 @@ def test_deferred_lengths_over_max_size_end_the_final(make_app, upload_dir):
     final = final_of(client, [a, deferred])
     assert patch(client, deferred, b"de", 0, Upload_Length="2").status_code == 204
     assert client.head(final, headers=TUS).status_code == 410
+
+
+def test_a_part_that_cannot_be_read_now_is_waited_for(client, upload_dir):
+    """A shared filesystem may show another host's fresh ``.info`` empty for a moment:
+    only a part positively gone (a tombstone, expired, forgotten) ends a final."""
+    a, b = partial(client, 2), partial(client, 2, b"cd")
+    final = final_of(client, [a, b])
+    info = upload_dir / (b.rsplit("/", 1)[1] + ".info")
+    saved = info.read_bytes()
+    info.write_bytes(b"")
+    patch(client, a, b"ab", 0)  # assembles: a is copied, b cannot be read
+    assert client.head(final, headers=TUS).status_code == 200
+    assert data_file(upload_dir, final).read_bytes() == b"ab"
+    info.write_bytes(saved)
+    assert state(client, final) == ("4", "4")
+    assert data_file(upload_dir, final).read_bytes() == b"abcd"
