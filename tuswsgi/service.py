@@ -154,15 +154,17 @@ class UploadService:
         An upload whose last bytes arrived but whose finish failed (a hook, or the
         disk, refused it) is finished now, so every complete upload gets its
         ``pre-finish``/``post-finish`` once, whatever went wrong before."""
+        finishing = False
         with self.locked(upload_id) as info:
             if info.concat == "final":
                 self._assemble_for_head(info, req.hook)
             elif info.is_complete and not info.finished:
+                finishing = True
                 try:
                     self._finish(info, req.hook)
                 except (TusError, OSError) as exc:
                     log.error("finishing %s failed again: %s", upload_id, exc)
-        if info.concat == "partial" and info.finished:
+        if finishing and info.concat == "partial" and info.finished:
             self._assemble_waiting(info.id, req.hook)
         return info
 
@@ -469,8 +471,9 @@ class UploadService:
                     self._notify("post-receive", info, req.hook)
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
-            headers = self._finish(info, req.hook) if info.is_complete and not info.finished else {}
-        if info.concat == "partial" and info.finished:
+            finishing = info.is_complete and not info.finished
+            headers = self._finish(info, req.hook) if finishing else {}
+        if finishing and info.concat == "partial":  # finals wait for it: assemble them
             self._assemble_waiting(info.id, req.hook)
         return Outcome(info, headers)
 

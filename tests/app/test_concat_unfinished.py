@@ -285,3 +285,21 @@ def test_a_part_that_cannot_be_read_now_is_waited_for(client, upload_dir):
     info.write_bytes(saved)
     assert state(client, final) == ("4", "4")
     assert data_file(upload_dir, final).read_bytes() == b"abcd"
+
+
+def test_a_part_refused_by_pre_finish_is_waited_for_until_it_is_accepted(hooked, upload_dir):
+    """A part counts once the application accepted it: the final waits while
+    pre-finish refuses the part, and is assembled by the HEAD that finishes it."""
+    app, client = hooked
+    a = partial(client, 2)
+    final = final_of(client, [a])
+    part_id = a.rsplit("/", 1)[1]
+    hookfns.ANSWERS["pre-finish"] = lambda event: (
+        {"HTTPResponse": {"StatusCode": 422, "Body": "scanning"}}
+        if event["Event"]["Upload"]["ID"] == part_id else None)
+    assert patch(client, a, b"ab", 0).status_code == 422
+    assert data_file(upload_dir, final).read_bytes() == b""
+    hookfns.ANSWERS.pop("pre-finish")
+    assert client.head(a, headers=TUS).status_code == 200  # finishes the part, at last
+    assert data_file(upload_dir, final).read_bytes() == b"ab"
+    assert finishes(app, final) == 1
