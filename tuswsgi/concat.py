@@ -51,9 +51,8 @@ def plan_final(offset: int, parts: Sequence[Part]) -> FinalStep:
         if parts[index].gone or not parts[index].finished:
             break
         ready.append(index)
-    lengths = [part.length for part in parts]
-    length = sum(value for value in lengths if value is not None) \
-        if all(value is not None for value in lengths) else None
+    known = [part.length for part in parts if part.length is not None]
+    length = sum(known) if len(known) == len(parts) else None
     broken = any(part.gone for part in parts[copied:])
     return FinalStep(copied, tuple(ready), length, broken)
 

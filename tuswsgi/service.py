@@ -285,9 +285,9 @@ class UploadService:
         are unfinished (concatenation-unfinished): it assembles itself as they
         finish, and is finished (``post-finish``, once) with the last of them."""
         parts = [self._part(part_id) for part_id in part_ids]
-        lengths = [part.length for part in parts]
-        check_size(sum(length or 0 for length in lengths), self.limits)  # what is known must fit
-        info = UploadInfo(id="", length=None if None in lengths else sum(lengths),  # type: ignore[arg-type]
+        known = [part.length for part in parts if part.length is not None]
+        check_size(sum(known), self.limits)  # what is known must fit already
+        info = UploadInfo(id="", length=sum(known) if len(known) == len(parts) else None,
                           metadata=req.metadata, concat="final", parts=[part.id for part in parts])
         self._pre_create(info, req.hook)
         try:
