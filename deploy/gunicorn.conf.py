@@ -17,24 +17,29 @@ bind = bind (tus.ini) or $TUSWSGI_BIND, default 127.0.0.1:8000
     X-Forwarded-* headers, which only the proxy may set.
     ``unix:/run/tuswsgi/tuswsgi.sock`` works as well.
 
-worker_class = "tuswsgi.worker.TusWorker"
-    gunicorn's gthread worker, made for uploads (tuswsgi/worker.py): it owns
-    request framing (an early answer never desyncs a kept-alive connection, and
-    closes lingering so nginx reads the status), keeps ``reserved_threads``
-    threads for requests without a body, answers 503 with Retry-After when its
-    body threads are all taken, and accepts a connection only while it has room,
-    so a request never waits in a full worker while another has threads free.
+worker_class = TusWorker, with tuswsgi's settings (tuswsgi/server/)
+    A gunicorn worker on gunicorn's documented Worker base class that owns its
+    connections: exact request framing (an early answer never desyncs a
+    kept-alive connection, and closes lingering so nginx reads the status), a
+    timeout on every socket state (``head_timeout``, ``keepalive_timeout``,
+    ``network_timeout``, ``min_body_rate``, ``linger_timeout``), ``reserved_threads``
+    threads for requests without a body, 503 with Retry-After when its body
+    threads are all taken (after the slowest body below ``min_body_rate`` gave
+    its place), and it accepts a connection only while it has room, so a request
+    never waits in a full worker while another has threads free.
 
 workers = workers or one per CPU; threads = threads (3000)
     Processes for the CPUs (checksums, JSON, the GIL), threads for open uploads:
     each open upload holds a thread while its body streams, with a small stack.
-    worker_connections = 2 x threads leaves as many kept-alive connections.
+    worker_connections = max_connections (10000): idle and waiting connections
+    hold no thread, only a descriptor; at the limit the oldest idle or
+    slow-head one is closed for a new one.
     See README, "Capacity", for what one box holds and how to raise it.
 
 timeout = 120
-    With gthread this bounds a *hung worker* (its main loop stopped checking
-    in), not a request: an hour-long PATCH is fine.  A client that stops sending
-    is cut by tuswsgi's own ``network_timeout`` (60 s), keeping what it sent.
+    The worker checks in from its event loop, so this bounds a *hung worker*,
+    not a request: an hour-long PATCH is fine.  A client that stops sending is
+    cut by tuswsgi's own ``network_timeout`` (60 s), keeping what it sent.
 
 graceful_timeout = 30
     On SIGTERM (systemctl stop/restart, a deploy) running uploads are
@@ -43,16 +48,18 @@ graceful_timeout = 30
     uploads to finish.  systemd's TimeoutStopSec must be longer (it is 45 s in
     deploy/tuswsgi.service).
 
-keepalive = 75
+keepalive = keepalive_timeout (75 s)
     A resuming client sends HEAD and PATCH after PATCH; reusing the connection
     saves a TCP (and, at the proxy, TLS) handshake each time.  Longer than
     nginx's upstream keepalive_timeout (60 s) so gunicorn never closes a
     connection nginx is about to reuse.
 
-limit_request_line = 8190, limit_request_field_size = 65536, limit_request_fields = 100
+limit_request_line = 8190, limit_request_field_size = max_head_size (64 KiB), limit_request_fields = 100
     Upload-Metadata carries base64 file names, types and app data; it may be up
     to ``max_metadata_size`` (16 KiB) and base64 grows it by a third, so the
     8 KiB gunicorn default would refuse legitimate uploads with a bare 400.
+    The head as a whole is bounded by ``max_head_size``: a larger one is
+    answered 431 as soon as it crosses the limit, before it is all read.
 
 accesslog off unless ``accesslog`` (TUSWSGI_ACCESSLOG) is set
     tuswsgi itself logs one line per request on stderr (journald under systemd)

@@ -257,15 +257,16 @@ def start_gunicorn(tmp_path: Path, *, workers: int = 3, threads: int = 8,
                    env: Optional[dict] = None, args: tuple = (), name: str = "gunicorn",
                    upload_dir: Optional[Path] = None, listener: Optional[socket.socket] = None,
                    app: str = "tuswsgi:app") -> Server:
-    """gunicorn with tuswsgi's worker serving ``app`` (tuswsgi itself, or an application
-    that embeds it), on ``listener`` (a new listening_socket() by default)."""
+    """gunicorn with tuswsgi's worker and settings (tuswsgi.gunicorn_conf) serving
+    ``app`` (tuswsgi itself, or an application that embeds it), on ``listener``
+    (a new listening_socket() by default)."""
     listener = listener or listening_socket()
     port = port_of(listener)
     upload_dir = upload_dir or tmp_path / "uploads"
     log_path = tmp_path / f"{name}-{port}.log"
     full_env = {**os.environ, "TUSWSGI_UPLOAD_DIR": str(upload_dir), **(env or {})}
     full_env.pop("TUSWSGI_CONFIG", None)
-    command = [sys.executable, "-m", "gunicorn", "-k", "tuswsgi.worker.TusWorker", "-w", str(workers),
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:tuswsgi.gunicorn_conf", "-w", str(workers),
                "--threads", str(threads), "-b", f"fd://{listener.fileno()}", "--graceful-timeout", "5",
                *args, app]
     with listener, open(log_path, "wb") as log:

@@ -41,7 +41,7 @@ def __getattr__(name: str) -> TusApp:
         raise SystemExit(_APP_LOAD_ERROR) from None
     configure_logging(application.config.log_format)
     if "gunicorn" in sys.modules:
-        from .worker import warn_if_unsupported
+        from .server.stock import warn_if_unsupported
         warn_if_unsupported()
     globals()["app"] = application
     return application

@@ -8,10 +8,16 @@ server is shutting down, or a hook said so.  In every case the bytes already
 handed to the store stay there.
 
 Under tuswsgi's gunicorn worker the body comes from the worker's
-:class:`~tuswsgi.framing.BodyReader` (``environ["tuswsgi.connection"]``): every
-read returns what has arrived, the timeout is the socket's, and a stop wakes a
-read blocked on a silent client.  Under any other WSGI server it is
-``wsgi.input``, read in bounded blocks, and a stop is seen between blocks.
+:class:`~tuswsgi.server.framing.BodyReader` (``environ["tuswsgi.connection"]``):
+every read returns what has arrived, the worker's settings bound its waits, and
+a stop wakes a read blocked on a silent client.  Under any other WSGI server it
+is ``wsgi.input``, read in blocks of :data:`WSGI_BLOCK`.  When that server
+publishes the connection's socket (gunicorn's ``environ["gunicorn.socket"]``),
+a watchdog thread cuts a block that has waited ``network_timeout`` and a stop
+wakes a blocked read, both by shutting the socket's read side: the server's
+read returns what it has, so no byte that arrived is lost.  Without a socket
+(mod_wsgi, CGI) the server's own timeout bounds a silent client, and a stop is
+seen between blocks.
 
 A stop is gentle with bytes already on their way: reading goes on while they
 keep arriving (gaps under :data:`DRAIN_GAP`, for at most :data:`DRAIN_SECONDS`),
@@ -21,11 +27,13 @@ offset that counts them.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import weakref
 from typing import Any, Callable, Optional
 
-from .framing import BodyEnded, BodyReader, FramingError
+from .server.framing import BodyEnded, BodyReader, FramingError, TooSlow
 
 #: environ key of the :class:`Connection` the worker offers.
 CONNECTION_KEY = "tuswsgi.connection"
@@ -33,8 +41,11 @@ CONNECTION_KEY = "tuswsgi.connection"
 DRAIN_GAP = 0.2
 #: After a stop, the body ends this long later even if bytes keep coming.
 DRAIN_SECONDS = 2.0
-#: Largest block read from a plain ``wsgi.input``, which waits for a whole block.
-WSGI_BLOCK = 64 * 1024
+#: Largest block read from a plain ``wsgi.input``, which waits for a whole block:
+#: under another server, a client must send this much per ``network_timeout``.
+WSGI_BLOCK = 16 * 1024
+#: How often the watchdog looks for blocks waiting longer than ``network_timeout``.
+WATCH_INTERVAL = 0.25
 
 
 class BodyError(Exception):
@@ -47,6 +58,10 @@ class ClientGone(BodyError):
 
 class BodyTimeout(BodyError):
     pass
+
+
+class BodyTooSlow(BodyTimeout):
+    """Bytes kept coming, but slower than the server's minimum rate."""
 
 
 class BodyMalformed(BodyError):
@@ -89,15 +104,20 @@ class RequestBody:
         connection: Optional[Connection] = environ.get(CONNECTION_KEY)
         self._framed = connection.body if connection is not None else None
         self._input = environ.get("wsgi.input")
+        #: The other server's socket, when it publishes one (not under tuswsgi's worker).
+        self._socket = environ.get("gunicorn.socket") if self._framed is None else None
         self.length = length
         self.received = 0
         self._timeout = network_timeout
         self._stop: Optional[str] = None
         self._stop_at = 0.0
+        self._expired = False
+        self._waiting_since: Optional[float] = None  # a wsgi.input read under way
         if self._framed is not None:
             self.length = self._framed.length
-            self._framed_timeout(network_timeout)
         _active_bodies.add(self)
+        if self._socket is not None:
+            _watchdog.start()
 
     @classmethod
     def empty(cls) -> RequestBody:
@@ -136,12 +156,9 @@ class RequestBody:
 
     def _read_some(self, size: int) -> bytes:
         try:
-            if self._framed is not None:
-                data = self._framed.read(size)
-            elif self._input is not None:
-                data = self._input.read(min(size, WSGI_BLOCK))
-            else:
-                data = b""
+            data = self._read_source(size)
+        except TooSlow:
+            raise BodyTooSlow() from None
         except TimeoutError:
             if self._stop is not None:
                 raise BodyInterrupted(self._stop) from None
@@ -149,14 +166,29 @@ class RequestBody:
         except FramingError as exc:
             raise BodyMalformed(str(exc)) from None
         except (BodyEnded, OSError, ValueError) as exc:  # servers word "peer went away" variously
-            if self._stop is not None:
-                raise BodyInterrupted(self._stop) from None
-            raise ClientGone(str(exc)) from None
+            raise self._ended(str(exc)) from None
         if not data and self.length is not None and self.received < self.length:
-            if self._stop is not None:
-                raise BodyInterrupted(self._stop)
-            raise ClientGone(f"body ended after {self.received} of {self.length} bytes")
+            raise self._ended(f"body ended after {self.received} of {self.length} bytes")
         return data
+
+    def _read_source(self, size: int) -> bytes:
+        if self._framed is not None:
+            return self._framed.read(size)
+        if self._input is None:
+            return b""
+        self._waiting_since = time.monotonic()
+        try:
+            return bytes(self._input.read(min(size, WSGI_BLOCK)))
+        finally:
+            self._waiting_since = None
+
+    def _ended(self, detail: str) -> BodyError:
+        """Why a body that ended early ended: a stop, the watchdog, or the client."""
+        if self._stop is not None:
+            return BodyInterrupted(self._stop)
+        if self._expired:
+            return BodyTimeout()
+        return ClientGone(detail)
 
     def interrupt(self, reason: str = "handover") -> None:
         """Ask the reader to stop; safe from another thread or a signal handler.
@@ -168,23 +200,63 @@ class RequestBody:
         now = time.monotonic()
         if self._stop is None:
             self._stop, self._stop_at = reason, now
-            self._framed_timeout(DRAIN_GAP)
             if self._framed is not None:
+                self._framed.timeout = DRAIN_GAP
                 self._framed.wake()
-        framed = self._framed
-        if framed is None or framed.broken:
+        if self._framed is not None and self._framed.broken:
             return
-        waiting = framed.waiting_since
+        waiting = self._framed.waiting_since if self._framed is not None else self._waiting_since
         if now >= self._stop_at + DRAIN_SECONDS or (waiting is not None and now - waiting >= DRAIN_GAP):
-            framed.shutdown_read()
+            self._shutdown_read()
+
+    def expire_if_silent(self, now: float) -> None:
+        """From the watchdog: a ``wsgi.input`` read that waited ``network_timeout``
+        ends, keeping what it read."""
+        waiting = self._waiting_since
+        if waiting is not None and now - waiting >= self._timeout and not self._expired:
+            self._expired = True
+            self._shutdown_read()
+
+    def _shutdown_read(self) -> None:
+        """Wake a read blocked on the client: it returns what it has, later reads end."""
+        if self._framed is not None:
+            self._framed.shutdown_read()
+        elif self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
 
     def has_more(self) -> bool:
         """True when a chunked body goes on past what was read (one byte probe)."""
         return bool(self.read(1))
 
-    def _framed_timeout(self, seconds: float) -> None:
-        if self._framed is not None:
-            self._framed.timeout = seconds
+
+class _Watchdog:
+    """One daemon thread per process, started when a body is first read from
+    another server's ``wsgi.input``, that cuts blocks waiting too long."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._run, name="tuswsgi-body-watchdog", daemon=True)
+            self._thread.start()
+
+    @staticmethod
+    def _run() -> None:
+        while True:
+            time.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            for body in list(_active_bodies):
+                body.expire_if_silent(now)
+
+
+_watchdog = _Watchdog()
 
 
 def reading() -> bool:

@@ -175,7 +175,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("behind_proxy", "off", parse_bool,
             "Trust X-Forwarded-* and Forwarded headers to build Location URLs."),
     Setting("network_timeout", "60s", parse_positive_duration,
-            "A request body that sends no data for this long is cut; received bytes are kept."),
+            "A request body that sends no data for this long is cut (received bytes are kept); a "
+            "response the client takes nothing of for this long is abandoned."),
+    Setting("min_body_rate", "240", parse_size,
+            "Slowest request body kept, in bytes a second over each min_body_rate_window; a slower "
+            "one (a drip that resets network_timeout) ends like a silent one, bytes kept. 0: no minimum."),
+    Setting("min_body_rate_window", "30s", parse_positive_duration,
+            "The window over which min_body_rate is judged; a client may pause within it."),
+    Setting("head_timeout", "30s", parse_positive_duration,
+            "A request head must arrive in full within this long (from connecting, or from its first "
+            "byte on a kept-alive connection); a slower one is answered 408 and closed."),
+    Setting("keepalive_timeout", "75s", parse_duration,
+            "An idle kept-alive connection is closed after this long without a request; 0 turns "
+            "keep-alive off."),
+    Setting("linger_timeout", "5s", parse_positive_duration,
+            "After an early answer, what the client still sends is read and dropped until it is silent "
+            "this long (six times as long at most), so it reads the answer instead of a reset."),
+    Setting("max_head_size", "64K", parse_size,
+            "Largest request head (request line and headers) accepted; a larger one is answered 431 as "
+            "soon as the limit is crossed."),
     Setting("lock_timeout", "5s", parse_duration,
             "How long a request waits for an upload held by another request before 423."),
     Setting("max_metadata_size", "16K", parse_size,
@@ -202,6 +220,9 @@ SETTINGS: tuple[Setting, ...] = (
             "gunicorn worker processes; 0 means one per CPU core."),
     Setting("threads", "3000", parse_positive_int,
             "Threads per worker: each open upload holds one while its body streams."),
+    Setting("max_connections", "10000", parse_positive_int,
+            "Open connections per worker; at the limit the oldest idle or slow-head connection is "
+            "closed to make room for a new one. Each also needs a file descriptor."),
     Setting("reserved_threads", "50", parse_int,
             "Threads per worker kept for requests without a body (HEAD, OPTIONS, DELETE), so a "
             "resuming client learns its offset even when uploads fill every other thread."),
@@ -265,6 +286,11 @@ def _parse(name: str, raw: Any, origin: str) -> Any:
         return setting.parse(raw)
     except ValueError as exc:
         raise ConfigError(f"{origin}: bad value for {name!r}: {raw!r} ({exc})") from None
+
+
+def defaults() -> Config:
+    """The built-in defaults alone: no file, no environment."""
+    return Config({s.name: s.parse(s.default) for s in SETTINGS})
 
 
 def find_config_file(environ: Mapping[str, str] = os.environ) -> Optional[str]:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Protocol
 
-from .body import BodyInterrupted, BodyMalformed, BodyTimeout, ClientGone, RequestBody
+from .body import BodyInterrupted, BodyMalformed, BodyTimeout, BodyTooSlow, ClientGone, RequestBody
 from .concat import Part, plan_final
 from .config import Config
 from .errors import TusError
@@ -546,6 +546,8 @@ class UploadService:
             raise TusError("ERR_STORAGE") from None
         except BodyInterrupted as exc:
             raise self._cut_short(_INTERRUPTION_CODES[exc.reason], info, start) from None
+        except BodyTooSlow:
+            raise self._cut_short("ERR_BODY_TOO_SLOW", info, start) from None
         except BodyTimeout:
             raise self._cut_short("ERR_REQUEST_TIMEOUT", info, start) from None
         except ClientGone:

@@ -12,7 +12,8 @@ from werkzeug.test import Client, EnvironBuilder
 from werkzeug.wrappers import Request
 
 from tuswsgi.body import CONNECTION_KEY, Connection
-from tuswsgi.framing import BodyReader
+from tuswsgi.server.framing import BodyReader
+from tuswsgi.server.wire import Wire
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "crc32")
 
@@ -267,9 +268,10 @@ def framed(chunks: list[bytes], trailers: list[tuple[str, str]]) -> dict:
     client_end, server_end = socket.socketpair()
     client_end.sendall(wire)
     client_end.close()
-    server_end.settimeout(5)
-    reader = BodyReader(server_end, b"", None, batch_wait=0)
-    return {CONNECTION_KEY: Connection(reader, server_end.sendall)}
+    server_end.setblocking(False)
+    connection = Wire(server_end, send_timeout=5)
+    reader = BodyReader(connection, b"", None, batch_wait=0, timeout=5)
+    return {CONNECTION_KEY: Connection(reader, connection.sendall)}
 
 
 def trailer_request(client, method, path, chunks, trailers, *, announce=True, **headers):

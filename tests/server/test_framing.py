@@ -10,6 +10,7 @@ other upload changes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -24,7 +25,7 @@ import pytest
 import requests
 from conftest import ROOT, TUS, require_tool, start_gunicorn
 from support.deploy import start_production_gunicorn
-from support.nginx import NGINX, Nginx, start_nginx
+from support.nginx import NGINX, Nginx, make_certificate, start_nginx
 from support.rawhttp import OCTET, RawConnection, RawResponse, request_bytes
 
 pytestmark = pytest.mark.e2e
@@ -221,6 +222,27 @@ def direct(tmp_path_factory) -> Iterator[World]:
 @pytest.mark.parametrize("item", MATRIX, ids=matrix_id)
 def test_early_answer_leaves_the_connection_exact(direct, item):
     run_case(lambda: RawConnection(direct.port), direct, item)
+
+
+@pytest.fixture(scope="module")
+def direct_tls(direct, tmp_path_factory) -> Iterator[tuple[World, ssl.SSLContext]]:
+    """gunicorn serving TLS itself (a self-signed certificate), on the same uploads."""
+    tmp = tmp_path_factory.mktemp("framing-tls")
+    cert, key = make_certificate(tmp)
+    server = start_gunicorn(tmp, workers=2, threads=8, env=SERVER_ENV, upload_dir=direct.upload_dir,
+                            args=("--certfile", str(cert), "--keyfile", str(key)))
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        yield dataclasses.replace(direct, port=server.port), context
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("item", MATRIX, ids=matrix_id)
+def test_over_tls_at_gunicorn_every_early_answer_leaves_the_connection_exact(direct_tls, item):
+    world, context = direct_tls
+    run_case(lambda: RawConnection(world.port, tls=context), world, item)
 
 
 def test_pipelined_requests_are_answered_in_order(direct):

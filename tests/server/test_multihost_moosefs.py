@@ -42,7 +42,7 @@ from conftest import (
     sha256_file,
 )
 from support import concatload, moosefs
-from support.deploy import start_production_gunicorn, upload_with_cuts
+from support.deploy import start_production_gunicorn, start_stock_gunicorn, upload_with_cuts
 from support.nginx import start_nginx
 from support.rawclient import raw_create, raw_request, read_status, send_partial_patch
 
@@ -213,6 +213,54 @@ def test_stalled_patch_on_one_host_is_handed_over_to_a_head_on_the_other(hosts):
     assert status == 400 and b"ERR_UPLOAD_INTERRUPTED" in reply
     assert patch(b, path, data[700_000:], 700_000).status_code == 204
     assert sha256_file(a.file(path)) == sha256(data)
+
+
+@pytest.fixture(scope="module")
+def gthread_hosts(moose, tmp_path_factory) -> Iterator[tuple[Host, Host]]:
+    """``gunicorn -k gthread -w 2 --threads 8 tuswsgi:app`` on each mount: none of
+    tuswsgi's gunicorn settings."""
+    work = tmp_path_factory.mktemp("gthread-hosts")
+    started: list[Host] = []
+    try:
+        for name in ("a", "b"):
+            mount = moose.mounts[name]
+            server = start_stock_gunicorn(work / name, "gthread", upload_dir=mount.path / UPLOADS,
+                                          name=name)
+            started.append(Host(name, server, mount))
+        yield started[0], started[1]
+    finally:
+        for host in started:
+            host.server.stop()
+
+
+def test_under_gthread_stalled_patches_on_one_host_are_handed_over_to_heads_on_both(gthread_hosts):
+    """12 PATCHes stall on host A (bytes sent, then silence); for each upload a HEAD
+    on A and a HEAD on B at once: every HEAD answers the stored offset, within the
+    lock timeout, and every upload then resumes to the same bytes."""
+    a, b = gthread_hosts
+    sent = 256 * 1024
+    uploads = []
+    for _ in range(12):
+        data = os.urandom(600_000)
+        path = raw_create(a.port, len(data))
+        uploads.append((path, data, send_partial_patch(a.port, path, 0, data, sent)))
+    try:
+        for path, _, _ in uploads:
+            wait_for_size(a.file(path), sent)
+        started = time.monotonic()
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(lambda job: head(job[0], job[1]),
+                                    [(host, path) for path, _, _ in uploads for host in (a, b)]))
+        elapsed = time.monotonic() - started
+    finally:
+        for _, _, sock in uploads:
+            sock.close()
+    print(f"24 HEADs on A and B answered {sorted({r.status_code for r in answers})} in {elapsed:.2f} s")
+    assert [r.status_code for r in answers] == [200] * 24
+    assert {r.headers["Upload-Offset"] for r in answers} == {str(sent)}
+    for path, data, _ in uploads:
+        assert patch(b, path, data[sent:], sent).status_code == 204
+        assert sha256_file(b.file(path)) == sha256(data)
 
 
 def test_server_killed_mid_patch_resumes_on_the_other_host(moose, hosts, tmp_path):

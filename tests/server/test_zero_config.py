@@ -81,7 +81,7 @@ def test_from_the_checkout_it_serves_many_clients_and_long_uploads(tmp_path):
     new client, and an upload longer than the worker timeout (2 s) completes."""
     server = start(tmp_path, ROOT, "--timeout", "2")
     try:
-        assert "Using worker: tuswsgi.worker.TusWorker" in server.log()
+        assert "Using worker: TusWorker" in server.log()
         stalled = [stalled_patch(server, create(server, 1000), 1000) for _ in range(20)]
         probe = create(server, 10)
         assert requests.head(server.url + probe.rsplit("/", 1)[1], headers=TUS, timeout=5).status_code == 200

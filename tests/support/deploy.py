@@ -72,6 +72,22 @@ def start_production_gunicorn(workdir: Path, *, upload_dir: Optional[Path] = Non
                          upload_dir=upload_dir, listener=listener)
 
 
+def start_stock_gunicorn(workdir: Path, worker: str, *, upload_dir: Optional[Path] = None,
+                         name: str = "gunicorn", **extra: str) -> Server:
+    """``gunicorn -k WORKER -w 2 --threads 8 tuswsgi:app`` with none of tuswsgi's
+    gunicorn settings: the way a threaded WSGI app is commonly run."""
+    listener = listening_socket()
+    port = port_of(listener)
+    upload_dir = upload_dir or workdir / "uploads"
+    command = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "2", "--threads", "8",
+               "-b", f"fd://{listener.fileno()}", "tuswsgi:app"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUSWSGI_", "GUNICORN_"))}
+    env.update({"TUSWSGI_UPLOAD_DIR": str(upload_dir), **extra})
+    workdir.mkdir(parents=True, exist_ok=True)
+    return start_process(command, port, workdir / f"{name}-{port}.log", cwd=workdir, env=env,
+                         upload_dir=upload_dir, listener=listener)
+
+
 def substitute(text: str, pattern: str, replacement: str, count: int = 1) -> str:
     """``re.sub`` that insists the deploy file still has what the test rewrites."""
     new, found = re.subn(pattern, replacement, text, flags=re.MULTILINE)

@@ -3,7 +3,6 @@ stalls, where the body ends, and how a stop drains what is still coming."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Optional, Union
@@ -20,7 +19,16 @@ from tuswsgi.body import (
     Connection,
     RequestBody,
 )
-from tuswsgi.framing import CONTINUE, DRAIN_BYTES, BodyEnded, BodyReader, FramingError
+from tuswsgi.server.framing import (
+    CONTINUE,
+    DRAIN_BYTES,
+    BodyEnded,
+    BodyReader,
+    FramingError,
+    TooSlow,
+    body_length,
+    head_end,
+)
 
 Step = Union[bytes, str]  # bytes arrive; "timeout" raises; "eof" ends the stream
 
@@ -35,14 +43,14 @@ class ScriptedSocket:
         self.shut = False
         self.recv_sizes: list[int] = []
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, timeout: Optional[float] = None) -> bytes:
         self.recv_sizes.append(size)
         if self.shut or not self.steps:
             return b""
         step = self.steps[0]
         if step == "timeout":
             self.steps.pop(0)
-            raise socket.timeout("timed out")
+            raise TimeoutError("timed out")
         if step == "eof":
             return b""
         assert isinstance(step, bytes)
@@ -259,9 +267,12 @@ def test_request_body_maps_the_ways_a_body_ends():
         RequestBody(environ_for(ScriptedSocket(b"zz\r\n"), None), None, 60).read(10)
 
 
-def test_request_body_sets_the_network_timeout_on_the_reader():
+def test_under_the_worker_its_timeout_holds_not_the_applications():
+    """The server owns the connection's timeouts: the application's own
+    network_timeout applies only under other servers."""
     environ = environ_for(ScriptedSocket(), 10)
-    RequestBody(environ, 10, 42.0)
+    environ[CONNECTION_KEY].body.timeout = 42.0
+    RequestBody(environ, 10, 5.0)
     assert environ[CONNECTION_KEY].body.timeout == 42.0
 
 
@@ -325,7 +336,7 @@ class TricklingSocket(ScriptedSocket):
         self.queued = 0
         self.last = time.monotonic()
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, timeout: Optional[float] = None) -> bytes:
         """Pieces of 10 bytes arrive every ``gap``; a read takes all that arrived."""
         if self.count:
             arrived = int((time.monotonic() - self.last) / self.gap) if self.gap else 1
@@ -336,9 +347,8 @@ class TricklingSocket(ScriptedSocket):
             self.count -= arrived
             self.last = time.monotonic()
             return b"z" * (10 * arrived)
-        while not self.shut:  # a silent client: only the shutdown wakes this read
-            if self.woken.wait(0.01):
-                break
+        if not self.woken.wait(timeout):  # a silent client: the shutdown or the timeout ends it
+            raise TimeoutError("timed out")
         return b""
 
     def shutdown(self) -> None:
@@ -395,3 +405,80 @@ def test_without_the_worker_a_stop_is_seen_at_the_next_read():
     body.interrupt("stopped")
     with pytest.raises(BodyInterrupted):
         body.read(3)
+
+
+# -- the minimum rate ------------------------------------------------------------------
+
+def test_a_drip_below_the_minimum_rate_ends_as_too_slow_with_its_bytes():
+    """10 bytes every 50 ms is 200 B/s: under a 1,000 B/s minimum judged over
+    0.3 s windows, the read ends at the first window's end, bytes kept."""
+    body = BodyReader(TricklingSocket(1000, 0.05), b"", 10_000, batch_wait=0, timeout=5,
+                      min_rate=1000, rate_window=0.3)
+    kept = 0
+    started = time.monotonic()
+    with pytest.raises(TooSlow):
+        while True:
+            kept += len(body.read(1 << 20))
+    assert 0.25 < time.monotonic() - started < 2
+    assert kept == body.received > 0
+
+
+def test_a_client_above_the_minimum_rate_is_never_cut():
+    body = BodyReader(TricklingSocket(100, 0.01), b"", 1000, batch_wait=0, timeout=5,
+                      min_rate=200, rate_window=0.2)
+    assert read_all(body) == b"z" * 1000
+
+
+def test_a_silent_client_is_judged_at_the_window_end_not_the_timeout():
+    body = BodyReader(TricklingSocket(0, 0), b"", 1000, batch_wait=0, timeout=30,
+                      min_rate=100, rate_window=0.2)
+    started = time.monotonic()
+    with pytest.raises(TooSlow):
+        body.read(100)
+    assert time.monotonic() - started < 5
+
+
+def test_an_evicted_body_ends_as_too_slow_even_while_waiting():
+    sock = TricklingSocket(0, 0)
+    body = BodyReader(sock, b"", 1000, batch_wait=0, timeout=30, shutdown=sock.shutdown)
+    threading.Timer(0.1, body.evict).start()
+    started = time.monotonic()
+    with pytest.raises(TooSlow):
+        body.read(100)
+    assert time.monotonic() - started < 5
+
+
+# -- the head ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, searched, end", [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest", 0, 27),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 25, 27),  # the end straddles what was searched
+    (b"GET / HTTP/1.1\r\nHost: a\r\n", 0, -1),
+    (b"", 0, -1),
+])
+def test_head_end(data, searched, end):
+    assert head_end(data, searched) == end
+
+
+@pytest.mark.parametrize("headers, length", [
+    ([], 0),
+    ([("CONTENT-LENGTH", "12")], 12),
+    ([("TRANSFER-ENCODING", "chunked")], None),
+    ([("TRANSFER-ENCODING", " Chunked ")], None),
+])
+def test_body_length(headers, length):
+    assert body_length(headers) == length
+
+
+@pytest.mark.parametrize("headers", [
+    [("CONTENT-LENGTH", "12"), ("TRANSFER-ENCODING", "chunked")],
+    [("TRANSFER-ENCODING", "gzip, chunked")],
+    [("TRANSFER-ENCODING", "chunked"), ("TRANSFER-ENCODING", "chunked")],
+    [("CONTENT-LENGTH", "1"), ("CONTENT-LENGTH", "1")],
+    [("CONTENT-LENGTH", "+1")],
+    [("CONTENT-LENGTH", "\u0661")],  # ARABIC-INDIC DIGIT ONE: a digit, but not an ASCII one
+    [("CONTENT-LENGTH", "")],
+])
+def test_ambiguous_framing_is_refused(headers):
+    with pytest.raises(FramingError):
+        body_length(headers)

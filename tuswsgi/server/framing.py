@@ -1,45 +1,43 @@
-"""HTTP/1.1 request-body framing on a connection: the one place that knows where a
-body ends and the next request begins.
+"""HTTP/1.1 request framing on a connection: the one place that knows where a
+request head ends, how long its body is, and where the next request begins.
 
-The server hands over the connection's socket and the bytes it already read past
-the request head.  :class:`BodyReader` then reads the body, with
-``Content-Length`` or ``chunked`` framing, and keeps an exact account at every
-moment: payload handed out, framing consumed, and bytes read past the end of the
-body (a pipelined next request), which :meth:`BodyReader.leftover` gives back.
-When a response goes out before the body was read to its end, :meth:`settle`
-either reads the rest (a small remainder, bounded in bytes and time) or says the
-connection must close; it is never reused at an unknown position.
+:func:`head_end` finds the end of a head in the bytes the event loop gathered,
+and :func:`body_length` reads the framing headers strictly (whatever parser
+produced them): a request that carries both ``Content-Length`` and
+``Transfer-Encoding``, or any coding but ``chunked``, is refused, since a proxy
+in front may frame it differently.
 
-Reads return what has arrived (one ``recv``), never waiting for a full block, so
-a client that stalls or is cut keeps every byte it sent.  A read waits for data
-with ``poll``, never inside a ``recv`` that holds its buffer, so a thousand
-waiting uploads hold no buffers; a plain socket is read with one ``os.read``
-when bytes are already there (most reads), without ``poll``.  A client that
-trickles (below :data:`TRICKLE_RATE`, 32 KiB/s) is read :data:`BATCH_WAIT`
-apart, letting the kernel gather its bytes, so a slow upload wakes its thread
-once a second instead of for every packet: each wake-up is three turns for the
-GIL (the wake, the read, the write to disk), and with thousands of slow
-uploads per worker those turns are what the worker spends.  Faster clients
-are never paused.  Nothing here imports the WSGI server; :mod:`tuswsgi.worker`
-builds the reader and honours its verdict.
+:class:`BodyReader` then reads the body from the connection's
+:class:`~tuswsgi.server.wire.Wire`, with ``Content-Length`` or ``chunked``
+framing, and keeps an exact account at every moment: payload handed out,
+framing consumed, and bytes read past the end of the body (a pipelined next
+request), which :meth:`BodyReader.leftover` gives back.  When a response goes
+out before the body was read to its end, :meth:`BodyReader.settle` either reads
+the rest (a small remainder, bounded in bytes and time) or says the connection
+must close; it is never reused at an unknown position.
+
+Reads return what has arrived, never waiting for a full block, so a client that
+stalls or is cut keeps every byte it sent.  A client that trickles (below
+:data:`TRICKLE_RATE`) is read :data:`BATCH_WAIT` apart, letting the kernel
+gather its bytes, so a slow upload wakes its thread once a second instead of
+for every packet; faster clients are never paused.  A body slower than the
+server's minimum rate over a whole window (a drip that resets any silence
+timeout with each byte) ends with :class:`TooSlow`, its bytes kept.
 """
 
 from __future__ import annotations
 
-import os
-import select
-import socket
-import ssl
+import re
 import threading
 import time
-from typing import Callable, Optional, Protocol
+from typing import Callable, Iterable, Optional, Protocol
 
 #: A remainder the server still reads to keep a connection after an early answer
 #: (Go's net/http reads 256 KiB); a larger one closes the connection instead.
 DRAIN_BYTES = 256 * 1024
 #: Longest wait for that remainder before the connection is closed instead.
 DRAIN_SECONDS = 1.0
-#: Bounds on one ``recv``: small while a client trickles (memory per open upload
+#: Bounds on one read: small while a client trickles (memory per open upload
 #: stays small), doubling up to the maximum while every read comes back full.
 MIN_RECV = 16 * 1024
 MAX_RECV = 1024 * 1024
@@ -51,17 +49,19 @@ BATCH_WAIT = 1.0
 #: Bounds on the framing lines of a chunked body.
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 64 * 1024
+#: A body must have been read this long before its rate says anything.
+RATE_SETTLES = 1.0
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class Source(Protocol):
-    """What a body is read from: a connected socket (``fileno`` lets reads wait
-    with ``poll``; a source without one is read directly)."""
+    """What a body is read from (a :class:`~tuswsgi.server.wire.Wire`)."""
 
-    def recv(self, size: int) -> bytes: ...
+    def recv(self, size: int, timeout: Optional[float]) -> bytes: ...
     def sendall(self, data: bytes) -> None: ...
 
 
@@ -70,8 +70,46 @@ class BodyEnded(Exception):
 
 
 class FramingError(Exception):
-    """A chunked body is malformed: where the next request starts is unknown."""
+    """The framing is malformed or ambiguous: where the next request starts is unknown."""
 
+
+class TooSlow(TimeoutError):
+    """The body arrived slower than the minimum rate over a whole window, or
+    was stopped to give its place to a new body while it was that slow."""
+
+
+# -- the head -------------------------------------------------------------------------
+
+def head_end(buffer: bytes | bytearray, searched: int = 0) -> int:
+    """Where the request head in ``buffer`` ends (just past its blank line),
+    or -1; the first ``searched`` bytes are known not to hold the end."""
+    end = buffer.find(b"\r\n\r\n", max(searched - 3, 0))
+    return end + 4 if end >= 0 else -1
+
+
+def body_length(headers: Iterable[tuple[str, str]]) -> Optional[int]:
+    """The body's length from the parsed head's framing headers (names in
+    capitals, as gunicorn gives them); ``None`` for ``chunked``.
+
+    Raises :class:`FramingError` for a head whose framing a proxy could read
+    differently: both headers, a coding other than ``chunked``, more than one
+    ``Content-Length``, or one that is not a plain decimal number.
+    """
+    lengths = [value for name, value in headers if name == "CONTENT-LENGTH"]
+    codings = [item.strip(" \t").lower() for name, value in headers
+               if name == "TRANSFER-ENCODING" for item in value.split(",")]
+    if codings:
+        if lengths or codings != ["chunked"]:
+            raise FramingError("Transfer-Encoding must be chunked alone, without Content-Length")
+        return None
+    if not lengths:
+        return 0
+    if len(lengths) > 1 or not _DIGITS.fullmatch(lengths[0]):
+        raise FramingError("Content-Length must be one decimal number")
+    return int(lengths[0])
+
+
+# -- the body -------------------------------------------------------------------------
 
 class BodyReader:
     """The body of one request, read from ``source`` after the ``buffered`` bytes.
@@ -79,11 +117,20 @@ class BodyReader:
     ``length`` is the ``Content-Length``; ``None`` means ``chunked``.  With
     ``expect_continue`` the ``100 Continue`` goes out at the first read, so an
     answer given without reading costs the client nothing (as in Go's net/http).
+    ``timeout`` bounds each wait for the next byte; with ``min_rate`` (bytes a
+    second) every ``rate_window`` seconds of the body must bring that many on
+    average, or the read ends with :class:`TooSlow`.
     """
+
+    __slots__ = ("_batch_wait", "_batching", "_buffer", "_continue", "_evicted", "_phase",
+                 "_recv_size", "_remaining", "_shutdown", "_source", "_started", "_trailers",
+                 "_wake_lock", "_window_end", "_window_mark", "_woken", "broken", "length",
+                 "min_rate", "rate_window", "received", "timeout", "waiting_since")
 
     def __init__(self, source: Source, buffered: bytes, length: Optional[int], *,
                  expect_continue: bool = False, shutdown: Optional[Callable[[], None]] = None,
-                 batch_wait: float = BATCH_WAIT) -> None:
+                 batch_wait: float = BATCH_WAIT, timeout: Optional[float] = None,
+                 min_rate: float = 0, rate_window: float = 30.0) -> None:
         self._source = source
         self._buffer = bytearray(buffered)
         self.length = length
@@ -97,9 +144,12 @@ class BodyReader:
         self._shutdown = shutdown
         self._recv_size = MIN_RECV
         #: The longest a read waits for the next byte (``None``: no limit).
-        self.timeout: Optional[float] = None
-        self._poller = _poller_for(source)
-        self._plain = _plain_socket(source)
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.rate_window = rate_window
+        self._window_end = 0.0  # when the current rate window closes (0: not started)
+        self._window_mark = 0   # ``received`` when it opened
+        self._evicted = False
         self._batch_wait = batch_wait
         self._batching = False
         #: Held until :meth:`wake`; a batching pause waits to acquire it.  A lock,
@@ -107,14 +157,14 @@ class BodyReader:
         self._wake_lock = threading.Lock()
         self._wake_lock.acquire()
         self._woken = False
-        self._started = 0.0  # when the first payload byte was read
+        self._started = 0.0  # when the first read began
         #: Set when the position on the connection is lost (a read failed, the read
         #: side was shut): the connection must close after the response.
         self.broken = False
         #: ``time.monotonic()`` when a blocking read began, ``None`` outside one;
         #: read by another thread to tell a silent client from a sending one.
         self.waiting_since: Optional[float] = None
-        self._trailers: list[tuple[str, str]] = []
+        self._trailers: Optional[list[tuple[str, str]]] = None  # a list once any arrive
 
     # -- state ------------------------------------------------------------------
     @property
@@ -134,7 +184,7 @@ class BodyReader:
     def trailers(self) -> list[tuple[str, str]]:
         """The trailer fields of a chunked body, ``(name, value)`` as sent, once the
         body is complete (none before, and none for a ``Content-Length`` body)."""
-        return list(self._trailers) if self.complete else []
+        return list(self._trailers or ()) if self.complete else []
 
     def leftover(self) -> bytes:
         """Bytes read past the end of the body: the start of the next request."""
@@ -143,17 +193,28 @@ class BodyReader:
         data, self._buffer = bytes(self._buffer), bytearray()
         return data
 
-    # -- reading ----------------------------------------------------------------
+    def rate(self, now: float) -> Optional[float]:
+        """Payload bytes a second in the current window, once the body has been
+        read for :data:`RATE_SETTLES`; ``None`` before (or when it is done)."""
+        if not self._started or self.complete or now - self._started < RATE_SETTLES:
+            return None
+        opened = self._window_end - self.rate_window
+        return (self.received - self._window_mark) / max(now - opened, 1e-3)
+
+    # -- reading ------------------------------------------------------------------
     def read(self, size: int) -> bytes:
         """Up to ``size`` payload bytes, as soon as any arrive; ``b""`` at the end.
 
         Raises :class:`BodyEnded` when the connection ends first, ``TimeoutError``
-        when the source's timeout passes, :class:`FramingError` for a malformed
-        chunked body, ``OSError`` from the socket.
+        (:class:`TooSlow` included) when the client is silent or too slow,
+        :class:`FramingError` for a malformed chunked body, ``OSError`` from the
+        socket.
         """
         if size <= 0 or self._phase == "done":
             return b""
         try:
+            if self._evicted:
+                raise TooSlow("stopped for a new body while below the minimum rate")
             while self._phase != "data":
                 self._advance()
                 if self._phase == "done":
@@ -184,7 +245,7 @@ class BodyReader:
             return False
         self.wake()
         deadline = time.monotonic() + seconds
-        previous = self.timeout
+        previous, self.min_rate = self.timeout, 0
         drained = 0
         try:
             while not self.complete:
@@ -211,6 +272,14 @@ class BodyReader:
         self.wake()
         if self._shutdown is not None:
             self._shutdown()
+
+    def evict(self) -> None:
+        """End the body now, as too slow: its place goes to a new one."""
+        self._evicted = True
+        if self.waiting_since is not None:
+            self.shutdown_read()
+        else:
+            self.wake()
 
     # -- framing ------------------------------------------------------------------
     def _advance(self) -> None:
@@ -251,7 +320,7 @@ class BodyReader:
             if line == b"":
                 self._phase = "done"
                 return
-            self._trailers.append(_field(line))
+            self._trailers = [*(self._trailers or ()), _field(line)]
 
     def _line(self, limit: int) -> bytes:
         """One CRLF-terminated line of framing, without the CRLF."""
@@ -270,14 +339,14 @@ class BodyReader:
             self._fill()
 
     def _fill(self) -> None:
-        """One recv into the buffer, for framing (never needed for payload)."""
+        """One read into the buffer, for framing (never needed for payload)."""
         chunk = self._recv(MIN_RECV)
         if not chunk:
-            raise BodyEnded(f"connection ended after {self.received} body bytes")
+            raise self._ended()
         self._buffer += chunk
 
     def _raw(self, size: int) -> bytes:
-        """At most ``size`` bytes of the body stream, from the buffer or one recv."""
+        """At most ``size`` bytes of the body stream, from the buffer or one read."""
         if self._buffer:
             data = bytes(self._buffer[:size])
             del self._buffer[:size]
@@ -285,7 +354,7 @@ class BodyReader:
         want = min(size, self._recv_size)
         data = self._recv(want)
         if not data:
-            raise BodyEnded(f"connection ended after {self.received} body bytes")
+            raise self._ended()
         if len(data) == want == self._recv_size:
             self._recv_size = min(self._recv_size * 2, MAX_RECV)
         elif len(data) * 4 < self._recv_size:
@@ -293,61 +362,69 @@ class BodyReader:
         self._batching = self._trickling(len(data))
         return data
 
+    def _ended(self) -> Exception:
+        if self._evicted:
+            return TooSlow("stopped for a new body while below the minimum rate")
+        return BodyEnded(f"connection ended after {self.received} body bytes")
+
     def _trickling(self, count: int) -> bool:
         """Whether the body arrives so slowly that pausing between reads costs it
         nothing: slower than TRICKLE_RATE, judged after BATCH_WAIT."""
-        now = time.monotonic()
-        if not self._started:
-            self._started = now
-        elapsed = now - self._started
+        elapsed = time.monotonic() - self._started
         if not self._batch_wait or self._woken or count >= BATCH_BYTES \
                 or elapsed < self._batch_wait:
             return False
         return self.received / elapsed < TRICKLE_RATE
 
+    # -- waiting ------------------------------------------------------------------
     def _recv(self, size: int) -> bytes:
         if self._continue:
             self._continue = False
             self._source.sendall(CONTINUE)
         if self._batching:
             self._pause()
-        self.waiting_since = time.monotonic()
+        now = time.monotonic()
+        if not self._started:
+            self._started, self._window_end = now, now + self.rate_window
+        self.waiting_since = now
         try:
-            if self._plain is not None and self._plain.gettimeout() is not None:
-                return self._recv_direct(self._plain.fileno(), size)
-            if self._poller is not None and not self._source_pending():
-                self._wait_readable()
-            return self._source.recv(size)
-        except socket.timeout:
-            raise TimeoutError("no data within the timeout") from None
+            return self._recv_in_time(size, now)
         finally:
             self.waiting_since = None
 
-    def _recv_direct(self, fd: int, size: int) -> bytes:
-        """Read what has arrived on a plain socket, waiting with ``poll`` only when
-        nothing has.  The socket's own ``recv`` polls before every read when it has
-        a timeout: a second system call, and a second wait for the GIL, per read."""
+    def _recv_in_time(self, size: int, now: float) -> bytes:
+        """One read, bounded by the timeout and, with a minimum rate, judged at
+        the end of each rate window it spans."""
+        deadline = None if self.timeout is None else now + self.timeout
         while True:
+            wait = None if deadline is None else max(deadline - now, 0)
+            window_ends = self.min_rate and (wait is None or self._window_end - now < wait)
+            if window_ends:
+                wait = max(self._window_end - now, 0)
             try:
-                return os.read(fd, size)
-            except BlockingIOError:
-                self._wait_readable()
+                data = self._source.recv(size, wait)
+            except TimeoutError:
+                if not window_ends:
+                    raise TimeoutError("no data within the timeout") from None
+                now = time.monotonic()
+                self._judge_rate(now)
+                continue
+            if self.min_rate:
+                self._judge_rate(time.monotonic(), len(data))
+            return data
 
-    def _wait_readable(self) -> None:
-        assert self._poller is not None
-        timeout = None if self.timeout is None else max(self.timeout, 0) * 1000
-        if not self._poller.poll(timeout):
-            raise TimeoutError("no data within the timeout")
+    def _judge_rate(self, now: float, arriving: int = 0) -> None:
+        """At the end of a rate window: too few bytes in it ends the body."""
+        if not self.min_rate or now < self._window_end:
+            return
+        if self.received + arriving - self._window_mark < self.min_rate * self.rate_window:
+            raise TooSlow(f"below {self.min_rate:g} bytes/s over {self.rate_window:g} s")
+        self._window_mark, self._window_end = self.received + arriving, now + self.rate_window
 
     def _pause(self) -> None:
         """Let a trickling client's bytes gather, unless woken meanwhile."""
         if self._wake_lock.acquire(timeout=self._batch_wait):
             _release(self._wake_lock)  # stays woken: later pauses return at once
-
-    def _source_pending(self) -> bool:
-        """Bytes a TLS socket already decrypted, which ``poll`` cannot see."""
-        pending = getattr(self._source, "pending", None)
-        return bool(pending and pending())
 
 
 def _field(line: bytes) -> tuple[str, str]:
@@ -365,22 +442,3 @@ def _release(lock: threading.Lock) -> None:
         lock.release()
     except RuntimeError:
         pass
-
-
-def _plain_socket(source: Source) -> Optional[socket.socket]:
-    """``source`` when it is a plain socket, read with ``os.read`` while it is in
-    timeout mode (CPython keeps its descriptor non-blocking then); ``None`` for
-    TLS, whose bytes only its own ``recv`` decrypts, and for other sources."""
-    if isinstance(source, socket.socket) and not isinstance(source, ssl.SSLSocket) \
-            and hasattr(select, "poll"):
-        return source
-    return None
-
-
-def _poller_for(source: Source) -> Optional[select.poll]:
-    fileno = getattr(source, "fileno", None)
-    if fileno is None or not hasattr(select, "poll"):
-        return None
-    poller = select.poll()
-    poller.register(fileno(), select.POLLIN)
-    return poller

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytest
 
-from tuswsgi.threads import ThreadPool
+from tuswsgi.server.pool import ThreadPool
 
 
 def test_a_submitted_call_runs_and_its_future_has_the_result():

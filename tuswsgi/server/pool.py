@@ -1,19 +1,18 @@
 """The worker's request threads: a pool whose ``submit`` never waits for a thread.
 
-gunicorn's threaded worker runs each request through a ``ThreadPoolExecutor``,
-which starts a thread inside ``submit`` when none is idle, and
-``threading.Thread.start`` returns only once the new thread has run, which
-means once it got the GIL.  With thousands of threads reading slow uploads that
-is a long wait, on the event loop's own thread: during a ramp to 2,500 uploads
-per worker the loop spent 50-85 % of its time in thread starts, 2 ms each at
-100 threads and 30 ms at 2,000, and took 20 connections a second.
+The event loop hands every complete request head to a thread.  With
+``concurrent.futures.ThreadPoolExecutor``, ``submit`` starts a thread when none
+is idle, and ``threading.Thread.start`` returns only once the new thread has
+run, which means once it got the GIL: with thousands of threads reading slow
+uploads that is a long wait on the event loop's own thread (measured on
+gunicorn's threaded worker during a ramp to 2,500 uploads per worker: 50-85 %
+of the loop's time in thread starts, 2 ms each at 100 threads and 30 ms at
+2,000).
 
 :class:`ThreadPool` starts a thread with ``_thread.start_new_thread``, which
-returns as soon as the thread exists; the thread takes its request from the
-queue when it first gets the GIL.  Otherwise it is what gunicorn needs of the
-executor: ``submit`` returns a :class:`concurrent.futures.Future`, at most
-``size`` threads, an idle one is reused before a new one starts, threads live
-until :meth:`shutdown`.
+returns as soon as the thread exists; the thread takes its call from the queue
+when it first gets the GIL.  At most ``size`` threads; an idle one is reused
+before a new one starts; threads live until :meth:`shutdown`.
 """
 
 from __future__ import annotations
@@ -51,9 +50,9 @@ class ThreadPool:
             self._start_thread()
         return future
 
-    def shutdown(self, wait: bool = False) -> None:
+    def shutdown(self) -> None:
         """Let every thread end once the calls already submitted have run.
-        ``wait`` is accepted for gunicorn and ignored: nothing waits."""
+        Nothing waits for them."""
         self._shut = True
         for _ in range(self._threads):
             self._work.put(None)
