@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import pytest
 import requests
 from conftest import OCTET, TUS, Server, require_tool
-from support.deploy import start_production_gunicorn
+from support.deploy import start_production_gunicorn, start_stock_gunicorn
 from support.jsclient import JS
 from support.nginx import NGINX, Nginx, start_nginx
 from support.rawhttp import RawConnection, RawResponse, request_bytes
@@ -149,6 +149,34 @@ def test_node_http_client_sends_the_trailer(server):
     right = node_trailer_patch(url, [b"012", b"34"], 0, checksum("sha1", b"01234"))
     assert right["status"] == 204 and right["headers"]["upload-offset"] == "5"
     assert stored.read_bytes() == b"01234"
+
+
+# -- under gunicorn's own workers ----------------------------------------------------------
+
+@pytest.mark.parametrize("worker", ["gthread", "sync"])
+def test_under_gunicorns_own_workers_a_trailer_is_never_seen(tmp_path, worker):
+    """gunicorn parses a trailer section and keeps it from the application (PEP 3333
+    has no place for it): checksum-trailer is not offered, an announced trailer is
+    refused before the body, an unannounced one is not seen, the header form works."""
+    server = start_stock_gunicorn(tmp_path, worker)
+    try:
+        with RawConnection(server.port) as conn:
+            extensions = conn.request("OPTIONS", "/files/", {}).header("tus-extension").split(",")
+            assert "checksum" in extensions and "checksum-trailer" not in extensions
+            path = create(conn, 6)
+            announced = send_patch(conn, path, [b"abc"], 0, [("Upload-Checksum", checksum("sha1", b"abc"))])
+            assert announced.status == 400 and announced.body.startswith(b"ERR_TRAILER_UNAVAILABLE")
+        with RawConnection(server.port) as conn:  # sync closes after each request
+            unseen = send_patch(conn, path, [b"abc"], 0, [("Upload-Checksum", checksum("sha1", b"xyz"))],
+                                announce=False)
+            assert (unseen.status, unseen.header("upload-offset")) == (204, "3")
+        with RawConnection(server.port) as conn:
+            header = conn.request("PATCH", path, {**TUS, "Upload-Offset": "3", "Content-Type": OCTET,
+                                                  "Upload-Checksum": checksum("sha1", b"deX")}, b"def")
+            assert header.status == 460
+        assert (server.upload_dir / path.rsplit("/", 1)[1]).read_bytes() == b"abc"
+    finally:
+        server.stop()
 
 
 # -- behind nginx ---------------------------------------------------------------------------
