@@ -13,6 +13,10 @@ import os
 import pytest
 from conftest import OCTET, TUS, create, data_file, patch
 from support.ietfheaders import draft
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from tuswsgi.ietf import interop_version
 
 PARTIAL = "application/partial-upload"
 PROBLEM = "https://iana.org/assignments/http-problem-types#"
@@ -318,3 +322,25 @@ def test_unknown_algorithm_beside_a_known_one_is_ignored(client, upload_dir):
     value = f"md5=:{base64.b64encode(b'x' * 16).decode()}:, {sf_digest('sha-256', b'hi')}"
     response = rfc_create(client, b"hi", complete=True, Content_Digest=value)
     assert response.status_code == 201
+
+
+# -- the classification rules as a table ------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "headers", "expected"), [
+    ("HEAD", {"Tus-Resumable": "1.0.0", "Upload-Draft-Interop-Version": "8"}, None),  # rule 2
+    ("HEAD", {"Tus-Resumable": "0.2.2"}, None),
+    ("HEAD", {"Upload-Draft-Interop-Version": "5"}, 5),                                 # rule 3
+    ("POST", {"Upload-Complete": "?0"}, 9),                                             # rule 4
+    ("POST", {"Upload-Incomplete": "?1"}, 9),
+    ("PATCH", {"Content-Type": PARTIAL}, 9),
+    ("PATCH", {"Content-Type": OCTET}, None),                                           # rule 5
+    ("POST", {"Upload-Defer-Length": "1"}, None),
+    ("POST", {"Upload-Concat": "partial"}, None),
+    ("HEAD", {"Upload-Checksum": "sha1 x"}, None),
+    ("HEAD", {}, 9), ("PATCH", {}, 9), ("DELETE", {}, 9), ("GET", {}, 9),              # rule 6
+    ("HEAD", {"Upload-Metadata": "a YQ=="}, 9),
+    ("POST", {}, None), ("POST", {"Upload-Length": "3"}, None),                         # rule 7
+])
+def test_classification(method, headers, expected):
+    request = Request(EnvironBuilder(method=method, headers=headers).get_environ())
+    assert interop_version(request, method) == expected
