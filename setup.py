@@ -3,13 +3,29 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 setup(
-    name="tuswsgi",
+    # The import package is tuswsgi; the distribution is not: PyPI's "tuswsgi" is another
+    # project (a one-module WSGI filter, 0.5.5), which `pip install tuswsgi` would fetch.
+    # "tuswsgi-server" was free when chosen (pip index versions / pip download: no
+    # distribution; https://pypi.org/pypi/tuswsgi-server/json: 404).  "tus-wsgi" was free
+    # too, but PyPI refuses names that differ from an existing one only by "-", "_", ".".
+    name="tuswsgi-server",
     version="0.1.0",
     description="A resumable-upload server speaking tus 1.0.0, as a WSGI application",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9",
+    # What the dependencies need (gunicorn>=27 and filelock>=3.30 both say >=3.10);
+    # tests/unit/test_packaging.py checks it against their oldest allowed releases.
+    python_requires=">=3.10",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP :: WSGI :: Application",
+    ],
     packages=find_packages(include=["tuswsgi", "tuswsgi.*"]),
     include_package_data=True,
     package_data={"tuswsgi": ["static/*"]},

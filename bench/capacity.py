@@ -48,6 +48,7 @@ sys.path.insert(0, BENCH)
 
 import client  # noqa: E402
 import run  # noqa: E402
+import waitprofile  # noqa: E402
 
 FULL_N = (100, 500, 2000, 5000, 10000)
 QUICK_N = (50, 200)
@@ -71,10 +72,12 @@ class Params:
     ramp_concurrency: int = 256    # connections being set up at once, per process
     settle: float = 1.0            # after the ramp, before measuring
     steady: float = 12.0           # the measured phase
-    interval: float = 2.0          # progress sampling period
+    interval: float = 6.0          # progress sampling period: longer than the 5 s a trickling
+                                   # body may wait between reads (tuswsgi.server.framing.MAX_PAUSE)
     probe_every: float = 0.25
     probe_timeout: float = 5.0
     probe_patch: int = 1024
+    profile: bool = False          # profile a tuswsgi worker during the steady phase
 
 
 QUICK = Params(ramp_timeout=10.0, steady=4.0)
@@ -476,6 +479,11 @@ def measure(server: run.Server, n: int, params: Params) -> dict:
     probe = start_children(probe_process, [(server.addr, params)])
     clients = [proc.pid for proc, _ in loaders + probe]
     steady_from = time.monotonic()
+    profiler = None
+    if params.profile and server.name == "tuswsgi":
+        prefix = os.path.join(run.RESULTS, f"waitprofile-{n}-{pids[1]}")
+        profiler = waitprofile.WorkerProfile(pids[1], params.steady - 1, prefix)
+        profiler.start()
     cpu0, client_cpu0 = cpu_seconds(pids), cpu_seconds(clients)
     stores = server.name != "ceiling"  # the null server keeps no files: time passes all the same
     progress = sample_progress(server.directory, ids if stores else [], params, steady_from)
@@ -489,9 +497,14 @@ def measure(server: run.Server, n: int, params: Params) -> dict:
     summaries = [receive(pipe, 60, "load summary") for _, pipe in loaders]
     for proc, _ in loaders + probe:
         proc.join(10)
-    return report(n, params, ready, summaries, probes, progress if stores else None, {
+    row = report(n, params, ready, summaries, probes, progress if stores else None, {
         "pids": pids, "idle_kib": idle, "loaded_kib": loaded, "cpu": cpu, "client_cpu": client_cpu,
         "client_processes": processes, "steady": steady})
+    if profiler is not None:
+        held = row["streaming"] // max(len(pids) - 1, 1)  # the worker's share
+        row["profile"] = profiler.finish(held)
+        run.log(waitprofile.table(row["profile"]))
+    return row
 
 
 def sample_progress(directory: str, ids: list[str], params: Params, since: float) -> list[int]:
@@ -599,7 +612,7 @@ CLASSES = {"tuswsgi": run.TuswsgiServer, "@tus/server": run.NodeServer, "ceiling
 
 def body_capacity(threads: int) -> int:
     """How many bodies tuswsgi reads at once: workers x (threads - reserved),
-    as tuswsgi.worker.TusWorker computes it."""
+    as tuswsgi's worker computes it (tuswsgi.server.admission.Capacity)."""
     sys.path.insert(0, ROOT)
     from tuswsgi.config import load_config
     reserved = min(load_config(None, environ={}).reserved_threads, threads // 2)
@@ -702,7 +715,7 @@ def render(header: list[str], lines: list[list[str]]) -> str:
     """A Markdown table: the first column left, the rest right aligned."""
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     out = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))) + " |" for row in [header, *lines]]
+                             for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |" for row in [header, *lines]]
     out.insert(1, "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
     return "\n".join(out)
 
@@ -782,9 +795,12 @@ def main() -> int:
     parser.add_argument("--servers", default="tuswsgi,@tus/server,ceiling",
                         help="comma-separated subset of tuswsgi,@tus/server,ceiling")
     parser.add_argument("--skip", default="", help="comma-separated rows to leave out: twice,zero-config")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one tuswsgi worker in the steady phase (bench/waitprofile.py)")
     args = parser.parse_args()
     params = QUICK if args.quick else Params()
-    changes = {k: v for k, v in (("chunk", args.chunk), ("every", args.every), ("steady", args.steady)) if v}
+    changes = {k: v for k, v in (("chunk", args.chunk), ("every", args.every), ("steady", args.steady),
+                                 ("profile", args.profile)) if v}
     params = dataclasses.replace(params, **changes)
     ns = [int(n) for n in args.n.split(",")] if args.n else list(QUICK_N if args.quick else FULL_N)
     started = time.time()

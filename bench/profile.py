@@ -156,7 +156,7 @@ def main() -> int:
                 summary = drive(case, server.addr, size)
                 wall = time.perf_counter() - wall
                 stop(spies)
-                cpu = {pid: tuple(a - b for a, b in zip(cpu_seconds(pid), before))
+                cpu = {pid: tuple(a - b for a, b in zip(cpu_seconds(pid), before, strict=True))
                        for pid, before in cpu_before.items()}
             finally:
                 server.stop()

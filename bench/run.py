@@ -58,7 +58,7 @@ QUICK = dict(single=64 * MiB, big=256 * MiB, chunked=32 * MiB, chunk=1 * MiB, sm
              rps_seconds=1.5, scale_n=10_000, scale_seconds=1.5, rounds=1)
 
 NODE_SERVER = r"""
-// Written by bench/run.py: @tus/server + @tus/file-store, as its README shows.
+// Written by bench/run.py: @tus/server + @tus/file-store, as @tus/server's README shows.
 import http from 'node:http';
 import {Server} from '@tus/server';
 import {FileStore} from '@tus/file-store';
@@ -259,7 +259,8 @@ def gunicorn_settings() -> dict:
         code = (f"import json,sys; sys.path.insert(0, {ROOT!r}); import runpy; "
                 f"ns = runpy.run_path({gunicorn_config()!r}) if {gunicorn_config()!r}.endswith('.py') else "
                 "vars(__import__('tuswsgi.gunicorn_conf', fromlist=['x'])); "
-                "print(json.dumps({k: ns[k] for k in ('workers','threads','worker_class','keepalive')}))"
+                "print(json.dumps({k: str(ns[k]) if k == 'worker_class' else ns[k] "
+                "for k in ('workers','threads','worker_class','keepalive')}))"
                 )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=SCRATCH, env={**os.environ, "PYTHONPATH": ROOT})
@@ -492,7 +493,7 @@ def table(medians: dict, sz: dict, names: list[str]) -> str:
 
     def render(row):
         return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(row, widths))) + " |"
+                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |"
     sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([render(header), sep] + [render(row) for row in lines])
 

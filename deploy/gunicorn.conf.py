@@ -34,7 +34,7 @@ workers = workers or one per CPU; threads = threads (3000)
     worker_connections = max_connections (10000): idle and waiting connections
     hold no thread, only a descriptor; at the limit the oldest idle or
     slow-head one is closed for a new one.
-    See README, "Capacity", for what one box holds and how to raise it.
+    See docs/performance.md, "Capacity", for what one box holds and how to raise it.
 
 timeout = 120
     The worker checks in from its event loop, so this bounds a *hung worker*,

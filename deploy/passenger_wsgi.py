@@ -7,7 +7,7 @@ Put it in the application root next to a ``tus.ini``:
     app-root/
         passenger_wsgi.py   this file
         tus.ini             [tuswsgi] settings; upload_dir outside the web root
-        lib/                optional: `pip install --target lib tuswsgi` where
+        lib/                optional: `pip install --target lib tuswsgi_server-*.whl` where
                             the host offers no virtualenv
 
 Configuration: ``$TUSWSGI_CONFIG`` if the host sets it, else the ``tus.ini``

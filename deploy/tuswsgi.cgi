@@ -8,7 +8,7 @@ mod_wsgi (deploy/) where the host offers them.
         tuswsgi.cgi              this file, chmod 755 (the #! line names the host's Python 3)
         .htaccess                deploy/.htaccess: routes every URL below to this script
         tus.ini                  [tuswsgi] settings (denied to browsers by .htaccess)
-        lib/                     `pip install --target lib tuswsgi` (denied too)
+        lib/                     `pip install --target lib tuswsgi_server-*.whl` (denied too)
 
 Set ``upload_dir`` in tus.ini to a directory outside public_html.  The tus
 endpoint is then https://example.com/uploads/files/.
@@ -28,7 +28,7 @@ from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults  # noqa: E402
 
 # A CGI process ends with its response, so a cleanup pass started in passing would
 # be killed half-way: unless tus.ini says otherwise, run `tuswsgi cleanup` from
-# cron instead (see README).
+# cron instead (docs/deploying.md, "Shared hosting with CGI only").
 apply_defaults(os.environ, {**PRODUCTION_DEFAULTS, "cleanup_interval": "0"})
 
 

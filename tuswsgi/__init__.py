@@ -1,6 +1,6 @@
 """tuswsgi: a resumable-upload server speaking tus 1.0.0, as a WSGI application.
 
-``gunicorn tuswsgi:app`` serves with the configuration found at start-up
+A WSGI server importing ``tuswsgi:app`` serves with the configuration found at start-up
 (``$TUSWSGI_CONFIG``, else ``./tus.ini``, else the built-in defaults);
 ``create_app()`` builds an application to mount inside another WSGI stack.
 """
@@ -12,15 +12,11 @@ from typing import Any, Optional
 
 from .config import ConfigError, load_config
 from .logs import configure_logging
+from .server import APP_LOAD_ERROR
 from .wsgi import TusApp
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "TusApp", "__version__", "app", "create_app"]
-
-#: gunicorn's exit status for "the application failed to load": the master stops
-#: instead of restarting workers that cannot start.
-_APP_LOAD_ERROR = 4
-
 
 def create_app(config_file: Optional[str] = None, **overrides: Any) -> TusApp:
     """Build the WSGI application from a config file and/or keyword overrides.
@@ -38,11 +34,10 @@ def __getattr__(name: str) -> TusApp:
         application = create_app()
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(_APP_LOAD_ERROR) from None
+        raise SystemExit(APP_LOAD_ERROR) from None
     configure_logging(application.config.log_format)
-    if "gunicorn" in sys.modules:
-        from .server.stock import warn_if_unsupported
-        warn_if_unsupported()
+    from .server import warn_if_unsupported
+    warn_if_unsupported()
     globals()["app"] = application
     return application
 

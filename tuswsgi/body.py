@@ -7,22 +7,23 @@ for ``network_timeout`` seconds (:class:`BodyTimeout`), or it was asked to stop
 server is shutting down, or a hook said so.  In every case the bytes already
 handed to the store stay there.
 
-Under tuswsgi's gunicorn worker the body comes from the worker's
+Under tuswsgi's worker the body comes from the worker's
 :class:`~tuswsgi.server.framing.BodyReader` (``environ["tuswsgi.connection"]``):
 every read returns what has arrived, the worker's settings bound its waits, and
 a stop wakes a read blocked on a silent client.  Under any other WSGI server it
 is ``wsgi.input``, read in blocks of :data:`WSGI_BLOCK`.  When that server
-publishes the connection's socket (gunicorn's ``environ["gunicorn.socket"]``),
+publishes the connection's socket (:data:`tuswsgi.server.PUBLISHED_SOCKET`),
 a watchdog thread cuts a block that has waited ``network_timeout`` and a stop
 wakes a blocked read, both by shutting the socket's read side: the server's
 read returns what it has, so no byte that arrived is lost.  Without a socket
 (mod_wsgi, CGI) the server's own timeout bounds a silent client, and a stop is
 seen between blocks.
 
-A stop is gentle with bytes already on their way: reading goes on while they
-keep arriving (gaps under :data:`DRAIN_GAP`, for at most :data:`DRAIN_SECONDS`),
-so a client that sent its last bytes and vanished, and then resumes, is told an
-offset that counts them.
+A stop for a hand-over is gentle with bytes already on their way: reading goes
+on while they keep arriving (gaps under :data:`DRAIN_GAP`, for at most
+:data:`DRAIN_SECONDS`), so a client that sent its last bytes and vanished, and
+then resumes, is told an offset that counts them.  A shutdown stores what has
+arrived and ends at once (:data:`SHUTDOWN_DRAIN`), so a restart is not held up.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 import weakref
 from typing import Any, Callable, Optional
 
+from .server import PUBLISHED_SOCKET
 from .server.framing import BodyEnded, BodyReader, FramingError, TooSlow
 
 #: environ key of the :class:`Connection` the worker offers.
@@ -41,6 +43,9 @@ CONNECTION_KEY = "tuswsgi.connection"
 DRAIN_GAP = 0.2
 #: After a stop, the body ends this long later even if bytes keep coming.
 DRAIN_SECONDS = 2.0
+#: A shutdown does not wait for bytes on their way: what has arrived is stored,
+#: and the body ends at once (within this long for a client that never pauses).
+SHUTDOWN_DRAIN = (0.0, 0.2)
 #: Largest block read from a plain ``wsgi.input``, which waits for a whole block:
 #: under another server, a client must send this much per ``network_timeout``.
 WSGI_BLOCK = 16 * 1024
@@ -105,12 +110,13 @@ class RequestBody:
         self._framed = connection.body if connection is not None else None
         self._input = environ.get("wsgi.input")
         #: The other server's socket, when it publishes one (not under tuswsgi's worker).
-        self._socket = environ.get("gunicorn.socket") if self._framed is None else None
+        self._socket = environ.get(PUBLISHED_SOCKET) if self._framed is None else None
         self.length = length
         self.received = 0
         self._timeout = network_timeout
         self._stop: Optional[str] = None
         self._stop_at = 0.0
+        self._drain = (DRAIN_GAP, DRAIN_SECONDS)  # of the stop under way
         self._expired = False
         self._waiting_since: Optional[float] = None  # a wsgi.input read under way
         if self._framed is not None:
@@ -144,7 +150,7 @@ class RequestBody:
 
     def read(self, size: int) -> bytes:
         if self._stop is not None and (self._framed is None
-                                       or time.monotonic() >= self._stop_at + DRAIN_SECONDS):
+                                       or time.monotonic() >= self._stop_at + self._drain[1]):
             raise BodyInterrupted(self._stop)
         if self.length is not None:
             size = min(size, self.length - self.received)
@@ -195,18 +201,21 @@ class RequestBody:
 
         Called again while the stop stands (the lock watcher does, each poll), it
         wakes a read that has waited :data:`DRAIN_GAP` on a silent client, or
-        :data:`DRAIN_SECONDS` on a client that keeps sending.
+        :data:`DRAIN_SECONDS` on a client that keeps sending (for a shutdown:
+        :data:`SHUTDOWN_DRAIN`).
         """
         now = time.monotonic()
         if self._stop is None:
             self._stop, self._stop_at = reason, now
+            self._drain = SHUTDOWN_DRAIN if reason == "shutdown" else (DRAIN_GAP, DRAIN_SECONDS)
             if self._framed is not None:
-                self._framed.timeout = DRAIN_GAP
+                self._framed.timeout = self._drain[0]
                 self._framed.wake()
         if self._framed is not None and self._framed.broken:
             return
+        gap, most = self._drain
         waiting = self._framed.waiting_since if self._framed is not None else self._waiting_since
-        if now >= self._stop_at + DRAIN_SECONDS or (waiting is not None and now - waiting >= DRAIN_GAP):
+        if now >= self._stop_at + most or (waiting is not None and now - waiting >= gap):
             self._shutdown_read()
 
     def expire_if_silent(self, now: float) -> None:

@@ -14,6 +14,7 @@ from . import sharedcheck
 from .config import PRODUCTION_DEFAULTS, SETTINGS, ConfigError, apply_defaults, load_config
 from .hooks import hooks_from_config
 from .protocol import decode_metadata
+from .server import server_command
 from .service import UploadService
 from .store import UploadNotFound
 from .upload import InvalidUploadId, UploadInfo, check_upload_id
@@ -23,9 +24,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tuswsgi", description="tus resumable-upload server")
     parser.add_argument("-c", "--config", help="config file (default: $TUSWSGI_CONFIG or ./tus.ini)")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run gunicorn with the production settings")
-    serve.add_argument("gunicorn_args", nargs=argparse.REMAINDER,
-                       help="extra gunicorn options, e.g. --bind 0.0.0.0:8000")
+    serve = commands.add_parser("serve", help="run the server with the production settings")
+    serve.add_argument("server_args", nargs=argparse.REMAINDER,
+                       help="extra server options, e.g. --bind 0.0.0.0:8000")
     listing = commands.add_parser("list", help="list uploads")
     listing.add_argument("--json", action="store_true")
     show = commands.add_parser("show", help="show one upload")
@@ -87,15 +88,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["TUSWSGI_CONFIG"] = args.config
-    apply_defaults(os.environ, PRODUCTION_DEFAULTS)  # as deploy/gunicorn.conf.py does
+    apply_defaults(os.environ, PRODUCTION_DEFAULTS)  # as the deploy/ files do
     try:
         UploadService(load_config())
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         return 2
-    extra = [arg for arg in args.gunicorn_args if arg != "--"]
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:tuswsgi.gunicorn_conf",
-               *extra, "tuswsgi:app"]
+    command = server_command([arg for arg in args.server_args if arg != "--"])
     os.execv(sys.executable, command)
     return 1  # not reached
 
@@ -200,7 +199,8 @@ def _table(rows: list[dict]) -> str:
              f"in {human_duration(_epoch(r['expires']) - now)}" if r["expires"] else "-")
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(str(cell).ljust(width)
+                              for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])
 
 

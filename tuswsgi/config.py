@@ -214,10 +214,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_path", "/metrics", lambda text: parse_base_path(text).rstrip("/"),
             "URL path of the metrics endpoint."),
     Setting("bind", "127.0.0.1:8000", str,
-            "Address gunicorn listens on (tuswsgi serve, deploy/gunicorn.conf.py): host:port or "
+            "Address the server listens on (tuswsgi serve, deploy/): host:port or "
             "unix:/path; keep it on loopback behind a proxy."),
     Setting("workers", "0", parse_int,
-            "gunicorn worker processes; 0 means one per CPU core."),
+            "Server worker processes; 0 means one per CPU core."),
     Setting("threads", "3000", parse_positive_int,
             "Threads per worker: each open upload holds one while its body streams."),
     Setting("max_connections", "10000", parse_positive_int,
@@ -227,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Threads per worker kept for requests without a body (HEAD, OPTIONS, DELETE), so a "
             "resuming client learns its offset even when uploads fill every other thread."),
     Setting("accesslog", "", str,
-            "gunicorn access log: a file, or - for stderr; empty leaves it off (tuswsgi logs "
+            "The server's own access log: a file, or - for stderr; empty leaves it off (tuswsgi logs "
             "every request itself)."),
     Setting("hooks_python", "", parse_list,
             "In-process hook functions, as package.module:function (comma-separated).",

@@ -83,6 +83,7 @@ class _StopWatcher:
         """A fresh state; in a forked child, whose copy of the condition may be
         held by the parent's watcher thread, which the child does not have."""
         self._holds: dict[str, _Hold] = {}
+        self._stopped: set[_Hold] = set()  # asked to stop, not let go yet
         self._cond = threading.Condition()
         self._thread: Optional[threading.Thread] = None
 
@@ -94,6 +95,7 @@ class _StopWatcher:
 
     def remove(self, hold: _Hold) -> None:
         with self._cond:
+            self._stopped.discard(hold)
             if self._holds.get(hold.upload_id) is hold:
                 del self._holds[hold.upload_id]
 
@@ -116,8 +118,7 @@ class _StopWatcher:
             with self._cond:
                 while not self._holds:
                     self._cond.wait()
-                holds = dict(self._holds)
-            for hold in self._stopped(holds):
+            for hold in self._to_stop():
                 hold.stopped = True
                 try:
                     hold.on_stop()
@@ -125,15 +126,18 @@ class _StopWatcher:
                     log.exception("lock hand-over callback failed")
             time.sleep(POLL_INTERVAL)
 
-    def _stopped(self, holds: dict[str, _Hold]) -> list[_Hold]:
+    def _to_stop(self) -> list[_Hold]:
         """Holds asked to stop: those named in the stops directory, and those
-        already stopped (poked again until they let go)."""
+        already stopped (poked again until they let go).  The work follows the
+        requests, not the thousands of holds a worker may have."""
         try:
             with os.scandir(self.stops_dir) as entries:
-                requested = {entry.name for entry in entries}
+                requested = [entry.name for entry in entries]
         except OSError:
-            requested = set()
-        return [hold for upload_id, hold in holds.items() if hold.stopped or upload_id in requested]
+            requested = []
+        with self._cond:
+            self._stopped.update(self._holds[name] for name in requested if name in self._holds)
+            return list(self._stopped)
 
 
 _watchers: weakref.WeakSet[_StopWatcher] = weakref.WeakSet()

@@ -1,7 +1,7 @@
-"""Prometheus metrics, correct across gunicorn worker processes.
+"""Prometheus metrics, correct across the server's worker processes.
 
 ``prometheus_client`` is an optional extra (``pip install tuswsgi[metrics]``).
-Under gunicorn every worker writes its numbers to files in a directory shared
+Under a multi-process server every worker writes its numbers to files in a directory shared
 by the workers of one server run (prometheus_client's multiprocess mode), and
 ``/metrics`` adds them up, whichever worker answers.  With metrics off, or the
 package missing, every method is a no-op.
@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .server import run_id_process
+
 
 def _multiprocess_dir() -> str:
-    """One directory per server run, shared by its workers: named after the gunicorn
+    """One directory per server run, shared by its workers: named after the
     master's pid *and* start time, so a reused pid never inherits a dead run's
     files.  Created before the first import of prometheus_client in a worker."""
-    master = os.getppid() if "gunicorn" in sys.modules else os.getpid()
+    master = run_id_process()
     path = os.path.join(tempfile.gettempdir(), f"tuswsgi-metrics-{master}-{_start_time(master)}")
     os.makedirs(path, exist_ok=True)
     return path

@@ -556,14 +556,16 @@ class UploadService:
             raise self._cut_short("ERR_MALFORMED_BODY", info, start) from None
 
     def _cut_short(self, code: str, info: UploadInfo, start: int) -> TusError:
-        """The error for a body that ended early; every byte that arrived is kept."""
+        """The error for a body that ended early; every byte that arrived is kept.
+        A shutdown says when to come back (the restarted server)."""
         try:
             info.offset = self.store.get(info.id).offset
         except (UploadNotFound, UploadGone):
             info.offset = start
         log_event("upload.interrupted", upload=info.id, reason=code, offset=start,
                   new_offset=info.offset, bytes=info.offset - start)
-        return TusError(code, f"kept {info.offset - start} bytes, upload is at {info.offset}")
+        retry = [("Retry-After", str(SHUTDOWN_RETRY_AFTER))] if code == "ERR_SERVER_SHUTDOWN" else []
+        return TusError(code, f"kept {info.offset - start} bytes, upload is at {info.offset}", retry)
 
     # -- termination and download ------------------------------------------
     def terminate(self, upload_id: str, req: UploadRequest) -> None:
@@ -683,6 +685,9 @@ def storage_error(exc: OSError) -> TusError:
     log.error("storage error: %s", exc)
     return TusError("ERR_STORAGE")
 
+
+#: Seconds a client cut by a shutdown is told to wait: a restart takes about that.
+SHUTDOWN_RETRY_AFTER = 1
 
 _INTERRUPTION_CODES = {"handover": "ERR_UPLOAD_INTERRUPTED", "shutdown": "ERR_SERVER_SHUTDOWN",
                        "stopped": "ERR_UPLOAD_STOPPED"}

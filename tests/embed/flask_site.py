@@ -1,4 +1,4 @@
-"""A Flask application with tuswsgi mounted at /uploads (the README's Flask recipe).
+"""A Flask application with tuswsgi mounted at /uploads (docs/embedding.md's Flask recipe).
 
 Flask's own signed-cookie session says who is logged in; tuswsgi's pre-access hook
 reads the same session from the upload request's Cookie header, so only a logged-in

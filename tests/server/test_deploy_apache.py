@@ -15,12 +15,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 import requests
-from conftest import TUS, Server, free_port, random_file, require_tool, sha256_file
+from conftest import (
+    OCTET,
+    TUS,
+    Server,
+    free_port,
+    random_file,
+    require_tool,
+    sha256,
+    sha256_file,
+    wait_for_size,
+)
 from support.deploy import (
     DEPLOY,
     SYSTEM_PATH,
@@ -31,6 +42,7 @@ from support.deploy import (
     substitute,
     upload_with_cuts,
 )
+from support.rawclient import send_partial_patch
 
 pytestmark = pytest.mark.e2e
 
@@ -112,29 +124,63 @@ def upload_and_check(root: Path, port: int, upload_dir: Path, path: str) -> None
         source.unlink()
 
 
-def test_mod_wsgi_daemon_mode_serves_an_interrupted_upload(site):
+def mod_wsgi_site(site: Path, port: int, timeout: Optional[int] = None, ini: str = "") -> tuple[str, Path]:
+    """What the install steps in deploy/apache-mod_wsgi.conf do: a venv of the Python
+    mod_wsgi embeds, tuswsgi in it, the entry file and a tus.ini next to it; the
+    site configuration, with Apache's ``Timeout`` set to ``timeout``."""
     require_apache("wsgi")
-    port = free_port()
     app = site / "app"
     uploads = app / "uploads"
     uploads.mkdir(parents=True)
-    # What the install steps in deploy/apache-mod_wsgi.conf do: a venv of the Python
-    # mod_wsgi embeds, tuswsgi in it, the entry file and a tus.ini next to it.
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(app / "venv")], check=True,
                    timeout=120)
     version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     copy_packages(app / "venv" / "lib" / f"python{version}" / "site-packages")
     shutil.copy(DEPLOY / "passenger_wsgi.py", app / "passenger_wsgi.py")
-    (app / "tus.ini").write_text(f"[tuswsgi]\nupload_dir = {uploads}\n")
+    (app / "tus.ini").write_text(f"[tuswsgi]\nupload_dir = {uploads}\n{ini}")
     chown_tree(uploads, RUN_USER)
-
     conf = (DEPLOY / "apache-mod_wsgi.conf").read_text()
     assert conf.count("/srv/tuswsgi") >= 3
     conf = conf.replace("/srv/tuswsgi", str(app))
     conf = substitute(conf, r"user=tuswsgi group=tuswsgi", f"user={RUN_USER} group={RUN_USER}")
     conf = substitute(conf, r"^WSGISocketPrefix \S+", f"WSGISocketPrefix {site}/run/wsgi")
     conf = substitute(conf, r"^<VirtualHost \*:80>", f"<VirtualHost *:{port}>")
+    if timeout is not None:
+        conf = substitute(conf, r"^    Timeout 60$", f"    Timeout {timeout}")
+    return conf, uploads
+
+
+def cgi_site(site: Path, timeout: Optional[int] = None, ini: str = "") -> tuple[str, Path]:
+    """deploy/tuswsgi.cgi and its .htaccess in a directory served at /uploads/, the
+    packages beside them as ``pip install --target lib`` puts them."""
+    require_apache("cgid")
+    htdocs = site / "htdocs"
+    app = htdocs / "uploads"  # served at /uploads/
+    app.mkdir(parents=True)
+    uploads = site / "data"  # outside the web root
+    uploads.mkdir()
+    for name in ("tuswsgi.cgi", ".htaccess"):
+        shutil.copy(DEPLOY / name, app / name)
+    (app / "tuswsgi.cgi").chmod(0o755)
+    copy_packages(app / "lib")
+    (app / "tus.ini").write_text(f"[tuswsgi]\nupload_dir = {uploads}\n{ini}")
+    chown_tree(uploads, RUN_USER)
+    conf = f"""
+LoadModule cgid_module {MODULES}/mod_cgid.so
+ScriptSock {site}/run/cgid.sock
+DocumentRoot {htdocs}
+<Directory {htdocs}>
+    AllowOverride All
+    Require all granted
+</Directory>
+"""
+    return conf + (f"Timeout {timeout}\n" if timeout is not None else ""), uploads
+
+
+def test_mod_wsgi_daemon_mode_serves_an_interrupted_upload(site):
+    port = free_port()
+    conf, uploads = mod_wsgi_site(site, port)
     server = start_apache(site, port, conf, ("wsgi",))
     try:
         created = requests.post(f"http://127.0.0.1:{port}/files/", timeout=10,
@@ -150,28 +196,8 @@ def test_mod_wsgi_daemon_mode_serves_an_interrupted_upload(site):
 
 
 def test_cgi_with_htaccess_serves_an_interrupted_upload(site):
-    require_apache("cgid")
     port = free_port()
-    htdocs = site / "htdocs"
-    app = htdocs / "uploads"  # served at /uploads/
-    app.mkdir(parents=True)
-    uploads = site / "data"  # outside the web root
-    uploads.mkdir()
-    for name in ("tuswsgi.cgi", ".htaccess"):
-        shutil.copy(DEPLOY / name, app / name)
-    (app / "tuswsgi.cgi").chmod(0o755)
-    copy_packages(app / "lib")
-    (app / "tus.ini").write_text(f"[tuswsgi]\nupload_dir = {uploads}\n")
-    chown_tree(uploads, RUN_USER)
-    conf = f"""
-LoadModule cgid_module {MODULES}/mod_cgid.so
-ScriptSock {site}/run/cgid.sock
-DocumentRoot {htdocs}
-<Directory {htdocs}>
-    AllowOverride All
-    Require all granted
-</Directory>
-"""
+    conf, uploads = cgi_site(site)
     server = start_apache(site, port, conf, ())
     try:
         base = f"http://127.0.0.1:{port}/uploads"
@@ -184,5 +210,45 @@ DocumentRoot {htdocs}
         # Settings and bundled code are never served.
         for private in ("tus.ini", "lib/tuswsgi/config.py"):
             assert requests.get(f"{base}/{private}", timeout=10).status_code in (403, 404)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("path", ["mod_wsgi", "cgi"])
+def test_apaches_timeout_bounds_a_silent_client(site, path):
+    """Under Apache a silent client is bounded by Apache's own ``Timeout`` (2 s here):
+    a PATCH that sent 100 KB and went quiet lets go of its upload once it passes,
+    what arrived is kept, and a client asking for the offset (423 until then, as
+    ``lock_timeout`` is 1 s) gets it and resumes to the same bytes."""
+    port = free_port()
+    ini = "lock_timeout = 1s\n"
+    conf, uploads = mod_wsgi_site(site, port, timeout=2, ini=ini) if path == "mod_wsgi" \
+        else cgi_site(site, timeout=2, ini=ini)
+    server = start_apache(site, port, conf, ("wsgi",) if path == "mod_wsgi" else ())
+    prefix = "/files/" if path == "mod_wsgi" else "/uploads/files/"
+    base = f"http://127.0.0.1:{port}{prefix}"
+    data = os.urandom(1_000_000)
+    try:
+        created = requests.post(base, headers={**TUS, "Upload-Length": str(len(data))}, timeout=10)
+        assert created.status_code == 201, created.text + error_log(site)
+        upload = created.headers["Location"].rsplit("/", 1)[1]
+        stalled = send_partial_patch(port, prefix + upload, 0, data, 100_000)
+        try:
+            wait_for_size(uploads / upload, 16_384)  # the PATCH holds the upload, storing
+            started = time.monotonic()
+            head = requests.head(base + upload, headers=TUS, timeout=30)
+            while head.status_code == 423 and time.monotonic() - started < 15:
+                head = requests.head(base + upload, headers=TUS, timeout=30)
+            elapsed = time.monotonic() - started
+        finally:
+            stalled.close()
+        assert head.status_code == 200, (head.status_code, error_log(site)[-3000:])
+        assert elapsed < 8, elapsed
+        offset = int(head.headers["Upload-Offset"])
+        assert (uploads / upload).read_bytes() == data[:offset]
+        answer = requests.patch(base + upload, data=data[offset:], timeout=30,
+                                headers={**TUS, "Upload-Offset": str(offset), "Content-Type": OCTET})
+        assert answer.status_code == 204, answer.text
+        assert sha256_file(uploads / upload) == sha256(data)
     finally:
         server.stop()

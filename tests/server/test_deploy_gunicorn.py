@@ -1,32 +1,57 @@
-"""deploy/gunicorn.conf.py, started for real with the documented production command
-``gunicorn -c deploy/gunicorn.conf.py tuswsgi:app``."""
+"""deploy/gunicorn.conf.py, installed and started as docs/deploying.md ("gunicorn") says:
+a wheel built from a copy of the checkout, in a fresh venv under /srv/tuswsgi (moved
+under a temporary directory), then ``cd /srv/tuswsgi && venv/bin/gunicorn -c
+gunicorn.conf.py tuswsgi:app``."""
 
 from __future__ import annotations
 
 import base64
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import TUS, listening_socket, port_of, random_file, sha256_file
-from support.deploy import DEPLOY, production_env, start_process, start_production_gunicorn, upload_with_cuts
+from support.deploy import Recipe, assert_installed_from_wheel, start_process, upload_with_cuts
 
 pytestmark = pytest.mark.e2e
 
-CONF = DEPLOY / "gunicorn.conf.py"
+SRV = "/srv/tuswsgi"
 
 
-def start(tmp_path: Path, **extra: str):
-    return start_production_gunicorn(tmp_path, **extra)
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Recipe:
+    """Every step of the recipe but the last, which starts the server."""
+    recipe = Recipe("gunicorn", tmp_path_factory.mktemp("recipe"), moved=[SRV])
+    recipe.run(recipe.steps[:-1])
+    return recipe
 
 
-def test_conf_resolves_to_the_documented_settings(tmp_path):
-    printed = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", str(CONF), "--print-config", "tuswsgi:app"],
-        cwd=tmp_path, env=production_env("127.0.0.1:8123", tmp_path / "uploads"), capture_output=True,
-        text=True, timeout=60)
+def serving_env(recipe: Recipe, bind: str, **extra: str) -> dict[str, str]:
+    """The recipe's environment plus the listen address and a small worker layout for a
+    2-core test machine."""
+    return {**recipe.env, "TUSWSGI_BIND": bind, "TUSWSGI_WORKERS": "2", "TUSWSGI_THREADS": "8", **extra}
+
+
+def start(recipe: Recipe, name: str, **extra: str):
+    """The recipe's last step: the production command."""
+    cwd, argv = recipe.command(recipe.steps[-1])
+    assert argv == ["venv/bin/gunicorn", "-c", "gunicorn.conf.py", "tuswsgi:app"]
+    listener = listening_socket()
+    port = port_of(listener)
+    return start_process(argv, port, recipe.root / f"{name}-{port}.log", cwd=cwd, listener=listener,
+                         env=serving_env(recipe, f"fd://{listener.fileno()}", **extra),
+                         upload_dir=cwd / "uploads")
+
+
+def test_the_server_imports_the_installed_wheel(installed):
+    cwd, _ = installed.command(installed.steps[-1])
+    assert_installed_from_wheel(installed.venv_python(f"{SRV}/venv"), cwd)
+
+
+def test_conf_resolves_to_the_documented_settings(installed):
+    cwd, argv = installed.command(installed.steps[-1])
+    printed = subprocess.run([*argv[:-1], "--print-config", argv[-1]], cwd=cwd, capture_output=True,
+                             env=serving_env(installed, "127.0.0.1:8123"), text=True, timeout=60)
     assert printed.returncode == 0, printed.stderr
     settings = {}
     for line in printed.stdout.splitlines():
@@ -44,8 +69,8 @@ def test_conf_resolves_to_the_documented_settings(tmp_path):
     assert "upload-offset" in settings["access_log_format"]
 
 
-def test_production_command_serves_an_interrupted_upload(tmp_path):
-    server = start(tmp_path)
+def test_production_command_serves_an_interrupted_upload(installed, tmp_path):
+    server = start(installed, "production")
     try:
         source = random_file(tmp_path / "source.bin", 24 * 1024 * 1024 + 777)
         path = upload_with_cuts(server.port, source, cuts=[3_000_017, 5_000_001],
@@ -73,30 +98,32 @@ def test_production_command_serves_an_interrupted_upload(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["environment", "config file"])
-def test_upload_page_can_be_turned_on(tmp_path, how):
+def test_upload_page_can_be_turned_on(installed, tmp_path, how):
     if how == "environment":
-        server = start(tmp_path, TUSWSGI_UPLOAD_PAGE="on")
+        server = start(installed, "page-env", TUSWSGI_UPLOAD_PAGE="on")
     else:
         ini = tmp_path / "tus.ini"
         ini.write_text("[tuswsgi]\nupload_page = on\n")
-        server = start(tmp_path, TUSWSGI_CONFIG=str(ini))
+        server = start(installed, "page-ini", TUSWSGI_CONFIG=str(ini))
     try:
         page = requests.get(f"http://127.0.0.1:{server.port}/", timeout=10)
         assert page.status_code == 200
         assert "text/html" in page.headers["Content-Type"]
+        script = requests.get(f"http://127.0.0.1:{server.port}/static/app.js", timeout=10)
+        assert script.status_code == 200, "the wheel lacks the page's assets"
     finally:
         server.stop()
 
 
-def test_tuswsgi_serve_is_the_same_production_server(tmp_path):
+def test_tuswsgi_serve_is_the_same_production_server(installed):
     """`tuswsgi serve` runs gunicorn with tuswsgi.gunicorn_conf and the production
     defaults, as deploy/gunicorn.conf.py does: tuswsgi's worker, the page off."""
+    cwd, _ = installed.command(installed.steps[-1])
     listener = listening_socket()
     port = port_of(listener)
-    env = production_env(f"fd://{listener.fileno()}", tmp_path / "uploads")
-    server = start_process([sys.executable, "-m", "tuswsgi.cli", "serve"], port,
-                           tmp_path / "serve.log", env=env, cwd=tmp_path,
-                           upload_dir=tmp_path / "uploads", listener=listener)
+    server = start_process(["venv/bin/tuswsgi", "serve"], port, installed.root / "serve.log", cwd=cwd,
+                           env=serving_env(installed, f"fd://{listener.fileno()}"),
+                           upload_dir=cwd / "uploads", listener=listener)
     try:
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 404
         created = requests.post(server.url, headers={**TUS, "Upload-Length": "3"}, timeout=10)

@@ -2,7 +2,7 @@
 upload directory behind an nginx round-robin upstream with no stickiness.
 
 On one machine the shared directory is a local one; across hosts it is a network
-file system whose locks work across hosts (see README, "Scaling out").
+file system whose locks work across hosts (see docs/scaling-out.md).
 """
 
 from __future__ import annotations

@@ -1,27 +1,39 @@
-"""deploy/tuswsgi.service: systemd accepts it, and its exact ExecStart serves uploads.
+"""deploy/tuswsgi.service, installed as docs/deploying.md ("systemd") says: systemd
+accepts it, and its exact ExecStart serves uploads from the installed wheel.
 
-There is no systemd running the tests, so the unit's command is run by the test
-the way systemd would run it: the unit's own ``Environment=`` variables, a clean
-environment otherwise, its ``WorkingDirectory``.  Only absolute paths of the
-installed layout are moved under a temporary root (``/etc/tuswsgi`` ->
-``<tmp>/etc/tuswsgi``, ...), and the venv's gunicorn stands for
-``/opt/tuswsgi/venv/bin/gunicorn``; nothing else in the line is changed.
+The recipe runs as written (a wheel built from a copy of the checkout, a fresh venv,
+the files installed), with the absolute paths of the installed layout moved under a
+temporary root (``/opt/tuswsgi`` -> ``<tmp>/opt/tuswsgi``, ...) and without the steps
+that need a system user and a running systemd.  There is no systemd running the
+tests, so the unit's command is run the way systemd would run it: the unit's own
+``Environment=`` variables, a clean environment otherwise, its ``WorkingDirectory``;
+nothing else in the line is changed.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, random_file, require_tool, sha256, sha256_file, wait_for_size
-from support.deploy import DEPLOY, SYSTEM_PATH, start_process, upload_with_cuts
+import requests
+from conftest import random_file, require_tool, sha256, sha256_file, wait_for_size
+from support.deploy import (
+    DEPLOY,
+    SYSTEM_PATH,
+    Recipe,
+    assert_installed_from_wheel,
+    start_socket_activated,
+    upload_with_cuts,
+)
 from support.rawclient import raw_create, raw_offset, raw_resume, send_partial_patch
 
 from tuswsgi import gunicorn_conf
@@ -29,8 +41,21 @@ from tuswsgi import gunicorn_conf
 pytestmark = pytest.mark.e2e
 
 UNIT = DEPLOY / "tuswsgi.service"
-VENV_BIN = Path(sys.executable).parent
-INSTALLED_GUNICORN = "/opt/tuswsgi/venv/bin/gunicorn"
+SOCKET_UNIT = DEPLOY / "tuswsgi.socket"
+INSTALLED_UNIT = "/etc/systemd/system/tuswsgi.service"
+INSTALLED_SOCKET = "/etc/systemd/system/tuswsgi.socket"
+#: What the recipe installs, and where systemd keeps the service's state.
+MOVED = ["/opt/tuswsgi", "/etc/tuswsgi", "/etc/systemd/system", "/var/lib/tuswsgi"]
+#: Steps a test machine cannot take: it has no system user to spare and runs no systemd.
+NOT_HERE = ["useradd", "systemctl", "journalctl"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Recipe:
+    recipe = Recipe("systemd", tmp_path_factory.mktemp("recipe"), moved=MOVED, skip=NOT_HERE)
+    Path(recipe.path("/etc/systemd/system")).mkdir(parents=True)  # there on any systemd host
+    recipe.run(recipe.steps)
+    return recipe
 
 
 def parse_unit(text: str) -> dict[str, list[str]]:
@@ -54,26 +79,38 @@ def unit_environment(unit: dict[str, list[str]]) -> dict[str, str]:
     return env
 
 
-def gunicorn_path() -> str:
-    path = VENV_BIN / "gunicorn"
-    assert path.is_file(), f"no gunicorn next to {sys.executable}"
-    return str(path)
-
-
-def test_unit_passes_systemd_analyze_verify(tmp_path):
+def test_unit_passes_systemd_analyze_verify(installed, tmp_path):
     """``systemd-analyze verify`` checks every directive and that ExecStart's program
-    exists and is executable.  /opt/tuswsgi/venv does not exist on a test machine, so
-    a copy with only that path pointed at this venv's gunicorn is verified."""
+    exists and is executable: on a copy of the installed unit whose ExecStart names the
+    moved venv's gunicorn."""
     require_tool("systemd-analyze (Debian package systemd)", shutil.which("systemd-analyze") is not None)
-    text = UNIT.read_text()
-    assert text.count(INSTALLED_GUNICORN) == 1
+    text = Path(installed.path(INSTALLED_UNIT)).read_text()
+    assert text == UNIT.read_text()
+    assert Path(installed.path(INSTALLED_SOCKET)).read_text() == SOCKET_UNIT.read_text()
+    (exec_start,) = parse_unit(text)["ExecStart"]
+    program = shlex.split(exec_start)[0]
     copy = tmp_path / "tuswsgi.service"
-    copy.write_text(text.replace(INSTALLED_GUNICORN, gunicorn_path()))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
-                            text=True, timeout=60)
+    copy.write_text(text.replace(f"ExecStart={program}", f"ExecStart={installed.path(program)}"))
+    shutil.copy(SOCKET_UNIT, tmp_path / "tuswsgi.socket")
+    result = subprocess.run(["systemd-analyze", "verify", str(copy), str(tmp_path / "tuswsgi.socket")],
+                            capture_output=True, text=True, timeout=60)
     problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "tuswsgi.service" in line]
+                if "tuswsgi.s" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_the_unit_runs_the_installed_wheel(installed):
+    venv = shlex.split(parse_unit(UNIT.read_text())["ExecStart"][0])[0].rsplit("/bin/", 1)[0]
+    assert venv == "/opt/tuswsgi/venv"
+    assert_installed_from_wheel(installed.venv_python(venv), installed.root)
+
+
+def test_the_recipe_writes_the_configuration_the_unit_reads(installed):
+    env = unit_environment(parse_unit(UNIT.read_text()))
+    config = Path(installed.path(env["TUSWSGI_CONFIG"]))
+    assert config.read_text().startswith("# tuswsgi configuration.")
+    exec_start = shlex.split(parse_unit(UNIT.read_text())["ExecStart"][0])
+    assert Path(installed.path(exec_start[2])).read_text() == (DEPLOY / "gunicorn.conf.py").read_text()
 
 
 def test_unit_settings():
@@ -91,58 +128,51 @@ def test_unit_settings():
     assert float(unit["TimeoutStopSec"][0]) > gunicorn_conf.graceful_timeout + 5
 
 
-class InstalledLayout:
-    """The unit's absolute paths, each moved under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.moves = {INSTALLED_GUNICORN: gunicorn_path()}
-        for directory in ("/etc/tuswsgi", "/var/lib/tuswsgi"):
-            self.moves[directory] = str(root / directory.lstrip("/"))
-            Path(self.moves[directory]).mkdir(parents=True, exist_ok=True)
-        # What the install steps in the unit's header do:
-        shutil.copy(DEPLOY / "gunicorn.conf.py", root / "etc/tuswsgi/gunicorn.conf.py")
-        sample = subprocess.run([str(VENV_BIN / "tuswsgi"), "sample-config"], capture_output=True,
-                                text=True, check=True, timeout=60)
-        (root / "etc/tuswsgi/tus.ini").write_text(sample.stdout)
-
-    def path(self, value: str) -> str:
-        for installed, moved in self.moves.items():
-            if value == installed or value.startswith(installed + "/"):
-                return moved + value[len(installed):]
-        return value
+def socket_unit_listener() -> socket.socket:
+    """What systemd makes of tuswsgi.socket: a listening socket with the unit's
+    backlog, on a free loopback port instead of ListenStream's 127.0.0.1:8000."""
+    unit = parse_unit(SOCKET_UNIT.read_text())
+    assert unit["ListenStream"] == ["127.0.0.1:8000"]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(int(unit["Backlog"][0]))
+    return sock
 
 
-def start_exec_start(layout: InstalledLayout, port: int, log_name: str = "unit.log"):
-    unit = parse_unit(UNIT.read_text())
+def start_exec_start(installed: Recipe, listener: socket.socket, log_name: str = "unit.log"):
+    """The installed unit's ExecStart, as systemd starts it: with its Environment=,
+    its WorkingDirectory, and the socket unit's socket."""
+    unit = parse_unit(Path(installed.path(INSTALLED_UNIT)).read_text())
     (exec_start,) = unit["ExecStart"]
-    argv = [layout.path(word) for word in shlex.split(exec_start)]
-    env = {name: layout.path(value) for name, value in unit_environment(unit).items()}
-    env["TUSWSGI_BIND"] = f"127.0.0.1:{port}"
+    argv = [installed.path(word) for word in shlex.split(exec_start)]
+    env = {name: installed.path(value) for name, value in unit_environment(unit).items()}
     env["PATH"] = SYSTEM_PATH  # systemd's default
-    cwd = Path(layout.path(unit["WorkingDirectory"][0]))
+    cwd = Path(installed.path(unit["WorkingDirectory"][0]))
+    cwd.mkdir(parents=True, exist_ok=True)  # StateDirectory=: systemd creates it
     upload_dir = Path(env["TUSWSGI_UPLOAD_DIR"])
-    server = start_process(argv, port, layout.root / log_name, env=env, cwd=cwd,
-                           upload_dir=upload_dir)
+    server = start_socket_activated(argv, listener, installed.root / log_name, env=env, cwd=cwd,
+                                    upload_dir=upload_dir)
     return server, argv
 
 
-def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(tmp_path):
-    layout = InstalledLayout(tmp_path)
-    port = free_port()
-    server, argv = start_exec_start(layout, port)
+def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(installed, tmp_path):
+    listener = socket_unit_listener()
+    port = listener.getsockname()[1]
+    server, argv = start_exec_start(installed, listener)
+    uploads = Path(installed.path("/var/lib/tuswsgi/uploads"))
     try:
-        assert argv[1:] == ["-c", str(tmp_path / "etc/tuswsgi/gunicorn.conf.py"), "tuswsgi:app"]
+        assert argv[1:] == ["-c", installed.path("/etc/tuswsgi/gunicorn.conf.py"), "tuswsgi:app"]
         source = random_file(tmp_path / "source.bin", 6 * 1024 * 1024 + 5)
         path = upload_with_cuts(port, source, cuts=[1_500_000], chunk_size=4 * 1024 * 1024)
-        stored = tmp_path / "var/lib/tuswsgi/uploads" / path.rsplit("/", 1)[1]
+        stored = uploads / path.rsplit("/", 1)[1]
         assert sha256_file(stored) == sha256_file(source)
 
         # systemctl stop: SIGTERM to the master while an upload is half sent.
         data = os.urandom(3_000_000)
         upload = raw_create(port, len(data))
         sock = send_partial_patch(port, upload, 0, data, 1_000_000)
-        wait_for_size(tmp_path / "var/lib/tuswsgi/uploads" / upload.rsplit("/", 1)[1], 1_000_000)
+        wait_for_size(uploads / upload.rsplit("/", 1)[1], 1_000_000)
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=float(parse_unit(UNIT.read_text())["TimeoutStopSec"][0]))
@@ -154,10 +184,113 @@ def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(tmp_path):
     assert "Shutting down" in server.log() or "Handling signal: term" in server.log()
 
     # Restart=on-failure / systemctl start: the upload resumes where it stopped.
-    server, _ = start_exec_start(layout, port, "unit-restarted.log")
+    server, _ = start_exec_start(installed, listener, "unit-restarted.log")
     try:
         assert raw_offset(port, upload) == 1_000_000
         raw_resume(port, upload, data, chunk=1 << 20)
         assert sha256_file(server.upload_dir / upload.rsplit("/", 1)[1]) == sha256(data)
     finally:
         server.stop()
+        listener.close()
+
+
+class Resumer(threading.Thread):
+    """A client uploading ``data`` in paced 128 KiB PATCHes on a kept-alive
+    connection, resuming as tus clients do: after any failure it asks for the
+    offset (a new connection each time) until the server answers, then goes on."""
+
+    def __init__(self, port: int, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.port, self.data = port, data
+        self.path = raw_create(port, len(data))
+        self.failed_at: list[float] = []
+        self.resumed_at: list[float] = []
+        self.offset = 0
+
+    def run(self) -> None:
+        conn = None
+        while self.offset < len(self.data):
+            chunk = self.data[self.offset:self.offset + (128 << 10)]
+            try:
+                conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+                conn.request("PATCH", self.path, body=chunk, headers={
+                    "Tus-Resumable": "1.0.0", "Upload-Offset": str(self.offset),
+                    "Content-Type": "application/offset+octet-stream"})
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status != 204:
+                    raise ConnectionError(answer.status)
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self.failed_at.append(time.monotonic())
+                self.offset = self._offset_when_served()
+                continue
+            if self.failed_at and len(self.resumed_at) < len(self.failed_at):
+                self.resumed_at.append(time.monotonic())
+            self.offset += len(chunk)
+            time.sleep(0.2)  # about 600 KiB/s: every upload is still running at the restart
+        if conn is not None:
+            conn.close()
+
+    def _offset_when_served(self) -> int:
+        while True:
+            try:
+                return raw_offset(self.port, self.path)
+            except (OSError, http.client.HTTPException, AssertionError):
+                time.sleep(0.05)
+
+
+def test_a_restart_through_the_socket_unit_refuses_no_one_and_loses_nothing(installed):
+    """systemctl restart with a socket unit: SIGTERM to the service while 100
+    uploads run, then a new ExecStart on the socket systemd kept.  Running uploads
+    are answered at once and resume, new clients (one every 20 ms) wait in the
+    socket's queue and are all served, and every upload ends whole."""
+    listener = socket_unit_listener()
+    port = listener.getsockname()[1]
+    server, _ = start_exec_start(installed, listener, "restart-first.log")
+    clients = [Resumer(port, os.urandom(2 << 20)) for _ in range(100)]
+    refused: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def new_clients() -> None:
+        while not stop.wait(0.02):
+            try:
+                answer = requests.options(f"http://127.0.0.1:{port}/files/", timeout=20)
+                served[0] += 1
+                if answer.status_code not in (200, 204):
+                    refused.append(str(answer.status_code))
+            except requests.RequestException as exc:
+                refused.append(repr(exc))
+    prober = threading.Thread(target=new_clients, daemon=True)
+    try:
+        for client in clients:
+            client.start()
+        prober.start()
+        while min(client.offset for client in clients) < (512 << 10):
+            time.sleep(0.05)
+        stopping = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=45)
+        stopped_in = time.monotonic() - stopping
+        server, _ = start_exec_start(installed, listener, "restart-second.log")
+        accepting = time.monotonic()
+        for client in clients:
+            client.join(120)
+        stop.set()
+        prober.join(30)
+    finally:
+        stop.set()
+        server.stop()
+        listener.close()
+    late = [client.resumed_at[0] - accepting for client in clients if client.resumed_at]
+    print(f"restart: old server stopped in {stopped_in:.2f} s; {sum(bool(c.failed_at) for c in clients)} "
+          f"uploads interrupted, resumed at most {max(late, default=0):.2f} s after the new one answered; "
+          f"{served[0]} new clients served, {len(refused)} refused")
+    assert not refused, refused[:5]
+    assert stopped_in < 2
+    assert all(client.offset == len(client.data) for client in clients)
+    assert all(sha256_file(server.upload_dir / Path(c.path).name) == sha256(c.data) for c in clients)
+    assert max(late, default=0) < 1

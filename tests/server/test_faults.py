@@ -11,6 +11,7 @@ import http.client
 import os
 import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -252,6 +253,50 @@ def test_sigterm_answers_running_patch_with_503_and_keeps_bytes(tmp_path):
         assert (restarted.upload_dir / path.rsplit("/", 1)[1]).read_bytes() == data
     finally:
         restarted.stop()
+
+
+def test_sigterm_answers_every_running_body_within_half_a_second(tmp_path):
+    """Six bodies running, three silent and three still sending steadily: SIGTERM
+    answers each 503 with Retry-After within 0.5 s, every byte stored kept."""
+    server = start_gunicorn(tmp_path, workers=2, threads=8, args=("--graceful-timeout", "30"))
+    data = os.urandom(4_000_000)
+    bodies = []
+    for number in range(6):
+        path = raw_create(server.port, len(data))
+        bodies.append((path, send_partial_patch(server.port, path, 0, data, 100_000), number % 2 == 0))
+    stop = threading.Event()
+
+    def keep_sending(sock: socket.socket) -> None:
+        for start in range(100_000, len(data), 10_000):
+            if stop.wait(0.01):
+                return
+            try:
+                sock.sendall(data[start:start + 10_000])
+            except OSError:
+                return
+    senders = [threading.Thread(target=keep_sending, args=(sock,), daemon=True)
+               for _, sock, steady in bodies if steady]
+    for sender in senders:
+        sender.start()
+    try:
+        for path, _, _ in bodies:
+            wait_for_size(server.upload_dir / path.rsplit("/", 1)[1], 100_000)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        answers = [read_status(sock, 10) for _, sock, _ in bodies]
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        for _, sock, _ in bodies:
+            sock.close()
+        server.stop()
+    print(f"SIGTERM: {len(bodies)} running bodies answered within {elapsed:.2f} s")
+    assert all(status == 503 and b"ERR_SERVER_SHUTDOWN" in reply and b"Retry-After: 1" in reply
+               for status, reply in answers), answers
+    assert elapsed < 0.5
+    for path, _, _ in bodies:
+        stored = (server.upload_dir / path.rsplit("/", 1)[1]).read_bytes()
+        assert len(stored) >= 100_000 and stored == data[:len(stored)]
 
 
 # -- disk full ---------------------------------------------------------------------

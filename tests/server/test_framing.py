@@ -31,7 +31,7 @@ from support.rawhttp import OCTET, RawConnection, RawResponse, request_bytes
 pytestmark = pytest.mark.e2e
 
 SIZES = [0, 10, 60 * 1024, 1024 * 1024, 8 * 1024 * 1024]
-#: A remainder the worker reads to keep the connection (tuswsgi.framing.DRAIN_BYTES).
+#: A remainder the worker reads to keep the connection (tuswsgi.server.framing.DRAIN_BYTES).
 KEPT = 256 * 1024
 MAX_SIZE = 64 * 1024 * 1024
 SERVER_ENV = {"TUSWSGI_MAX_SIZE": str(MAX_SIZE), "TUSWSGI_HOOKS_PYTHON": "support.framinghooks:deny",

@@ -8,6 +8,7 @@ post-finish); the blocking events of one client's requests come in request order
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -278,7 +279,7 @@ def test_http_hook_retries_5xx_with_backoff_then_succeeds(gunicorn_factory, rece
     attempts = receiver.of_type("pre-create")
     assert len(attempts) == 3
     assert all(a["event"] == attempts[0]["event"] for a in attempts)  # the same event resent
-    gaps = [later["time"] - earlier["time"] for earlier, later in zip(attempts, attempts[1:])]
+    gaps = [later["time"] - earlier["time"] for earlier, later in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.18 and gaps[1] >= 0.36  # 0.2 s, then doubled
 
 

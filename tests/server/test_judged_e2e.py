@@ -86,7 +86,7 @@ def test_unfinished_concatenation_on_one_connection(conn, server):
     created = conn.request("POST", "/files/", {**TUS, "Upload-Concat": "final;" + " ".join(parts)})
     assert created.status == 201
     final = path_of(created)
-    for part, data in zip(reversed(parts), (b"def", b"abc")):
+    for part, data in zip(reversed(parts), (b"def", b"abc"), strict=True):
         head = conn.request("HEAD", final, TUS)
         assert (head.header("upload-offset"), head.header("upload-length")) == ("0", "6")
         conn.request("PATCH", part, {**TUS, "Upload-Offset": "0", "Content-Type": OCTET}, data)

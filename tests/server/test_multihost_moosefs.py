@@ -215,32 +215,38 @@ def test_stalled_patch_on_one_host_is_handed_over_to_a_head_on_the_other(hosts):
     assert sha256_file(a.file(path)) == sha256(data)
 
 
-@pytest.fixture(scope="module")
-def gthread_hosts(moose, tmp_path_factory) -> Iterator[tuple[Host, Host]]:
-    """``gunicorn -k gthread -w 2 --threads 8 tuswsgi:app`` on each mount: none of
+#: gunicorn's own workers, and how many PATCHes can stall on one host while a HEAD
+#: still finds a free worker or thread there (sync: 2 workers, one request each).
+STOCK = {"gthread": 12, "sync": 1}
+
+
+@pytest.fixture(scope="module", params=list(STOCK))
+def stock_hosts(request, moose, tmp_path_factory) -> Iterator[tuple[str, Host, Host]]:
+    """``gunicorn -k WORKER -w 2 --threads 8 tuswsgi:app`` on each mount: none of
     tuswsgi's gunicorn settings."""
-    work = tmp_path_factory.mktemp("gthread-hosts")
+    work = tmp_path_factory.mktemp(f"{request.param}-hosts")
     started: list[Host] = []
     try:
         for name in ("a", "b"):
             mount = moose.mounts[name]
-            server = start_stock_gunicorn(work / name, "gthread", upload_dir=mount.path / UPLOADS,
+            server = start_stock_gunicorn(work / name, request.param, upload_dir=mount.path / UPLOADS,
                                           name=name)
             started.append(Host(name, server, mount))
-        yield started[0], started[1]
+        yield request.param, started[0], started[1]
     finally:
         for host in started:
             host.server.stop()
 
 
-def test_under_gthread_stalled_patches_on_one_host_are_handed_over_to_heads_on_both(gthread_hosts):
-    """12 PATCHes stall on host A (bytes sent, then silence); for each upload a HEAD
+def test_under_gunicorns_workers_stalled_patches_on_one_host_are_handed_over_to_heads_on_both(
+        stock_hosts):
+    """PATCHes stall on host A (bytes sent, then silence); for each upload a HEAD
     on A and a HEAD on B at once: every HEAD answers the stored offset, within the
     lock timeout, and every upload then resumes to the same bytes."""
-    a, b = gthread_hosts
+    worker, a, b = stock_hosts
     sent = 256 * 1024
     uploads = []
-    for _ in range(12):
+    for _ in range(STOCK[worker]):
         data = os.urandom(600_000)
         path = raw_create(a.port, len(data))
         uploads.append((path, data, send_partial_patch(a.port, path, 0, data, sent)))
@@ -248,15 +254,16 @@ def test_under_gthread_stalled_patches_on_one_host_are_handed_over_to_heads_on_b
         for path, _, _ in uploads:
             wait_for_size(a.file(path), sent)
         started = time.monotonic()
-        with ThreadPoolExecutor(24) as pool:
+        with ThreadPoolExecutor(2 * len(uploads)) as pool:
             answers = list(pool.map(lambda job: head(job[0], job[1]),
                                     [(host, path) for path, _, _ in uploads for host in (a, b)]))
         elapsed = time.monotonic() - started
     finally:
         for _, _, sock in uploads:
             sock.close()
-    print(f"24 HEADs on A and B answered {sorted({r.status_code for r in answers})} in {elapsed:.2f} s")
-    assert [r.status_code for r in answers] == [200] * 24
+    print(f"{worker}: {len(answers)} HEADs on A and B answered {sorted({r.status_code for r in answers})} "
+          f"in {elapsed:.2f} s")
+    assert [r.status_code for r in answers] == [200] * 2 * len(uploads)
     assert {r.headers["Upload-Offset"] for r in answers} == {str(sent)}
     for path, data, _ in uploads:
         assert patch(b, path, data[sent:], sent).status_code == 204
@@ -312,7 +319,7 @@ def test_twenty_uploads_through_nginx_with_random_cuts(hosts, tmp_path_factory):
         finally:
             nginx.server.stop()
     served = [host.server.log().count("request method=PATCH") - before
-              for host, before in zip(hosts, patch_lines)]
+              for host, before in zip(hosts, patch_lines, strict=True)]
     mismatches = matches.count(False)
     print(f"20 uploads (seed {seed}), {sum(len(cuts) for _, cuts in plans)} cuts, PATCHes served by A/B: "
           f"{served}, {mismatches} mismatches")
@@ -550,7 +557,8 @@ def losses(moose, hosts, tmp_path_factory) -> Iterator[dict]:
         jobs.append(threading.Thread(target=watch_session,
                                      args=(moose, victims["c"].host.mount, died, results["c"])))
         jobs += [threading.Thread(target=lambda path=path, flags=flags: probe_sizes.__setitem__(
-            path.name, _write_ten(path, flags))) for path, flags in zip(probe_files, (os.O_APPEND, 0))]
+            path.name, _write_ten(path, flags)))
+            for path, flags in zip(probe_files, (os.O_APPEND, 0), strict=True)]
         for job in jobs:
             job.start()
         for job in jobs:

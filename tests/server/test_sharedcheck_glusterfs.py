@@ -2,7 +2,7 @@
 
 With default options each client caches attributes, names and data, and the
 check must say NOT safe (a stale size after the other mount appended); with
-the options the README names it must say safe.  tuswsgi itself is not run on
+the options docs/scaling-out.md names it must say safe.  tuswsgi itself is not run on
 GlusterFS here: the MooseFS suite does the end-to-end checks.
 """
 

@@ -302,7 +302,7 @@ def reset_after_sending(sock: socket.socket) -> bool:
         socket.socket.recv(sock, 1)
     except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     return False
 
@@ -331,7 +331,7 @@ def server_closed(sock: socket.socket, wait: float = 0.3) -> bool:
     sock.settimeout(wait)
     try:
         return sock.recv(1) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True

@@ -5,8 +5,10 @@ the connection.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -20,14 +22,20 @@ from urllib.parse import urlsplit
 
 import requests
 from conftest import ROOT, TUS, Server, listening_socket, port_of, settled, wait_for_port
+from packaging.utils import canonicalize_name
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
+from support.docs import Step, recipe
 from support.faultproxy import FaultProxy
+from support.setupinfo import declared
 
 DEPLOY = ROOT / "deploy"
 #: What a service manager or a web server gives its children: no pyenv shims, no venv.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: What a checkout holds that ``git clone`` would not give a user.
+NOT_CLONED = {".git", "tests/node_modules", "build", "dist", "uploads", "tests/artifacts", "bench/.scratch",
+              "bench/results"}
 
 
 def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dict,
@@ -48,6 +56,41 @@ def start_process(command: Sequence[str], port: int, log_path: Path, *, env: dic
         server.stop()
         raise RuntimeError(f"{exc}\n{' '.join(command)}\n{server.log()}") from None
     return server
+
+
+def start_socket_activated(command: Sequence[str], listener: socket.socket, log_path: Path, *,
+                           env: dict, cwd: Path, upload_dir: Path, timeout: float = 30) -> Server:
+    """``command`` as systemd starts a socket-activated service: ``listener`` (bound
+    and listening, kept open by the caller as systemd keeps it) as file descriptor
+    3, ``LISTEN_FDS=1`` and ``LISTEN_PID`` set to the service's own pid."""
+    fd = listener.fileno()
+
+    def as_fd_3() -> None:  # runs before Popen closes what pass_fds does not keep
+        os.dup2(fd, 3)
+    wrapper = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh", *command]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(wrapper, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, pass_fds=(fd, 3), preexec_fn=as_fd_3)
+    server = Server(proc, port_of(listener), upload_dir, log_path)
+    try:
+        wait_for_port(port_of(listener), proc, timeout=timeout)
+        _wait_for_accepting(server, timeout)
+    except (RuntimeError, AssertionError) as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{' '.join(command)}\n{server.log()}") from None
+    return server
+
+
+def _wait_for_accepting(server: Server, timeout: float) -> None:
+    """A held socket takes connections before any worker runs: wait for an answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.options(f"http://127.0.0.1:{server.port}/files/", timeout=2)
+            return
+        except requests.RequestException:
+            assert server.proc.poll() is None, f"exited with {server.proc.returncode}"
+            assert time.monotonic() < deadline, "no worker answered"
 
 
 def production_env(bind: str, upload_dir: Path, **extra: str) -> dict:
@@ -86,6 +129,105 @@ def start_stock_gunicorn(workdir: Path, worker: str, *, upload_dir: Optional[Pat
     workdir.mkdir(parents=True, exist_ok=True)
     return start_process(command, port, workdir / f"{name}-{port}.log", cwd=workdir, env=env,
                          upload_dir=upload_dir, listener=listener)
+
+
+# -- installing as a user does --------------------------------------------------------
+
+def user_env(*path: Path, **extra: str) -> dict[str, str]:
+    """What a user's shell has: none of the test run's Python (no venv, no PYTHONPATH),
+    the machine's pip settings and proxies kept.  ``path`` goes first on PATH."""
+    kept = {"HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME"}
+    env = {name: value for name, value in os.environ.items()
+           if name in kept or name.startswith(("PIP_", "SSL_CERT_"))
+           or name.lower().endswith(("_proxy", "_ca_bundle"))}
+    env["PATH"] = os.pathsep.join([*map(str, path), SYSTEM_PATH])
+    env.update(extra)
+    return env
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The checkout as ``git clone`` gives it, working-tree changes included."""
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        relative = Path(directory).relative_to(ROOT)
+        return {name for name in names if (relative / name).as_posix() in NOT_CLONED
+                or name in ("__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache")
+                or name.endswith(".egg-info")}
+    shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+class Recipe:
+    """A recipe of docs/deploying.md, run as written in a copy of the checkout.
+
+    Only paths change: each absolute path in ``moved`` (``/opt/tuswsgi``, ...) lives
+    under ``root`` instead, and ``python3`` is the Python running the tests (any
+    Python of at least setup.py's floor would do).  Steps whose program is in ``skip``
+    (``useradd``, ``systemctl``: what a test machine has not) are left out; the test
+    says which.
+    """
+
+    def __init__(self, name: str, root: Path, *, moved: Sequence[str], skip: Sequence[str] = ()) -> None:
+        self.steps = recipe(name)
+        self.root = root
+        self.checkout = copy_checkout(root / "checkout")
+        self.moves = {path: str(root / path.lstrip("/")) for path in sorted(moved, key=len, reverse=True)}
+        shims = root / "shims"
+        shims.mkdir()
+        python3 = shims / "python3"
+        python3.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        python3.chmod(0o755)
+        self.env = user_env(shims)
+        self.skipped = [step for step in self.steps if step.program in skip]
+        assert {step.program for step in self.skipped} == set(skip), \
+            f"the recipe no longer has a step for each of {skip}"
+
+    def path(self, text: str) -> str:
+        """``text`` with every moved path under ``root``."""
+        for installed, moved in self.moves.items():
+            text = re.sub(rf"(?<![\w/.]){re.escape(installed)}(?=/|\s|$)", moved, text)
+        return text
+
+    def run(self, steps: Sequence[Step]) -> None:
+        for step in steps:
+            if step in self.skipped:
+                continue
+            command = self.path(step.command)
+            result = subprocess.run(["bash", "-c", command], cwd=self.checkout, env=self.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+            assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout[-4000:]}"
+
+    def command(self, step: Step) -> tuple[Path, list[str]]:
+        """A step that starts a server, as a working directory and an argv to start
+        it with (``cd DIR && program args``: the test starts the program itself, so
+        that it can stop it)."""
+        words = shlex.split(self.path(step.command), comments=True)
+        cwd = self.checkout
+        if words[0] == "cd":
+            assert words[2] == "&&", step.command
+            cwd, words = cwd / words[1], words[3:]
+        return cwd, words  # a relative program is found from cwd (POSIX Popen)
+
+    def venv_python(self, venv: str) -> Path:
+        return Path(self.path(venv)) / "bin" / "python"
+
+
+def installed_distribution(python: Path, cwd: Path) -> dict[str, str]:
+    """Where ``python`` imports tuswsgi from, and which distributions provide it."""
+    script = ("import importlib.metadata as m, json, tuswsgi; print(json.dumps({'file': tuswsgi.__file__, "
+              "'names': sorted(d.metadata['Name'] for d in m.distributions() "
+              "if 'tuswsgi' in (d.read_text('top_level.txt') or '').split())}))")
+    result = subprocess.run([str(python), "-c", script], cwd=cwd, env=user_env(), capture_output=True,
+                            text=True, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+def assert_installed_from_wheel(python: Path, cwd: Path) -> None:
+    """``python`` runs the wheel's tuswsgi (not a checkout), under this project's name only."""
+    found = installed_distribution(python, cwd)
+    assert Path(found["file"]).is_relative_to(python.parent.parent), found
+    assert "site-packages" in Path(found["file"]).parts, found
+    ours = canonicalize_name(declared()["name"])
+    assert [canonicalize_name(name) for name in found["names"]] == [ours], found
 
 
 def substitute(text: str, pattern: str, replacement: str, count: int = 1) -> str:

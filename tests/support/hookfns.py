@@ -47,7 +47,7 @@ def record(event: dict) -> Any:
     return answer
 
 
-# -- a bearer-token authorization hook, as the README shows ---------------------------
+# -- a bearer-token authorization hook, as docs/hooks.md shows -------------------------
 
 TOKENS = {"Bearer tok-alice": "alice", "Bearer tok-bob": "bob"}
 

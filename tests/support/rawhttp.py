@@ -114,7 +114,7 @@ class RawConnection:
             return self.sock.recv(1) == b""
         except (ConnectionResetError, ssl.SSLError):
             return False
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def _fill(self) -> None:

@@ -280,7 +280,7 @@ def test_a_trickling_client_is_read_in_batches_half_a_second_apart():
     """10 bytes every 50 ms (200 B/s): once half a second has shown the rate, the
     reader pauses between reads, so one read gathers many pieces."""
     sock = TricklingSocket(200, 0.05)
-    body = BodyReader(sock, b"", 2000, batch_wait=0.5)
+    body = BodyReader(sock, b"", 2000, batch_wait=0.5, max_pause=0.5)
     sizes = []
     started = time.monotonic()
     while time.monotonic() - started < 2.5:
@@ -314,13 +314,13 @@ def test_a_stop_ends_the_batching_pause_at_once():
 def test_wakes_from_several_threads_race_without_an_error_and_keep_reads_prompt():
     """The watcher and a shutdown may both wake a reader, while it pauses."""
     body = BodyReader(TricklingSocket(1, 0), b"", 1000, batch_wait=30)
-    body._batching = True
+    body._pause_for = 30
     wakers = [threading.Thread(target=body.wake) for _ in range(8)]
     for waker in wakers:
         waker.start()
     started = time.monotonic()
     for _ in range(3):
-        body._pause()  # returns at once from now on, however the wakes fell
+        body._pause(30)  # returns at once from now on, however the wakes fell
     for waker in wakers:
         waker.join()
     assert time.monotonic() - started < 5
@@ -482,3 +482,17 @@ def test_body_length(headers, length):
 def test_ambiguous_framing_is_refused(headers):
     with pytest.raises(FramingError):
         body_length(headers)
+
+
+@pytest.mark.parametrize("rate, count, pause", [
+    (1024, 100, 5.0),             # a drip: the longest pause
+    (8 * 1024, 800, 4.0),         # a phone at 8 KiB/s: about 32 KiB gather in 4 s
+    (30 * 1024, 3000, 32 / 30),   # just below the trickle rate: about a second
+    (40 * 1024, 4000, 0.0),       # not trickling
+    (1024, 20_000, 0.0),          # a large read shows it is not trickling
+])
+def test_a_trickling_body_is_read_when_about_32_kib_can_have_gathered(rate, count, pause):
+    body = BodyReader(ScriptedSocket(), b"", 10 << 20)
+    body._started = time.monotonic() - 10
+    body.received = rate * 10
+    assert body._pause_length(count) == pytest.approx(pause, rel=0.01)

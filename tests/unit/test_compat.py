@@ -74,3 +74,22 @@ def test_the_setting_list_is_what_the_worker_reads():
     source = "\n".join(path.read_text() for path in (PACKAGE / "server").glob("*.py"))
     read = {name for name in __import__("re").findall(r"cfg\.([a-z_]+)", source)}
     assert read <= set(compat.SETTINGS) | {"ssl_context"}
+
+
+def test_wsgi_create_sends_no_100_continue_through_the_wire():
+    """gunicorn's create() answers ``Expect: 100-continue`` by calling send() on the
+    socket at once (every release since 20); tuswsgi's Wire holds that back, so
+    the body reader sends it when the body is first read."""
+    import socket as socket_module
+
+    from tuswsgi.server.wire import Wire
+
+    head = b"PATCH /files/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    request = compat.Request(Config(), compat.IterUnreader([head]), ("127.0.0.1", 1), 1)
+    ours, theirs = socket_module.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        compat.create(request, Wire(ours, 5), ("127.0.0.1", 1), ("127.0.0.1", 2), Config())
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            theirs.recv(100)

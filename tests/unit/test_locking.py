@@ -125,13 +125,13 @@ def test_a_stale_request_left_by_a_dead_process_stops_nobody(locker):
     open(os.path.join(locker.stops_dir, ID), "w").close()
     polls = threading.Semaphore(0)
     watcher = locker._watcher
-    real_stopped = watcher._stopped
+    real_to_stop = watcher._to_stop
 
-    def counted(holds):
+    def counted():
         polls.release()
-        return real_stopped(holds)
+        return real_to_stop()
 
-    watcher._stopped = counted
+    watcher._to_stop = counted
     holder = start_holder(locker)
     assert os.listdir(locker.stops_dir) == []
     for _ in range(3):  # the watcher looked three times: nothing to see

@@ -47,6 +47,11 @@ USED: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (IterUnreader, ("read", "unread")),
 )
 
+#: Behaviour relied on that no name shows: ``create()`` answers ``Expect:
+#: 100-continue`` by calling ``send`` on the socket it is given (every release
+#: since 20); :class:`~tuswsgi.server.wire.Wire` holds that back so the body
+#: reader sends it when the body is first read (tests/unit/test_compat.py).
+
 #: gunicorn settings the worker reads (``self.cfg.<name>``).
 SETTINGS = ("threads", "worker_connections", "keepalive", "graceful_timeout", "is_ssl",
             "pre_request", "post_request", "proxy_protocol", "max_requests")

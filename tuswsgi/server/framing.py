@@ -18,9 +18,12 @@ must close; it is never reused at an unknown position.
 
 Reads return what has arrived, never waiting for a full block, so a client that
 stalls or is cut keeps every byte it sent.  A client that trickles (below
-:data:`TRICKLE_RATE`) is read :data:`BATCH_WAIT` apart, letting the kernel
-gather its bytes, so a slow upload wakes its thread once a second instead of
-for every packet; faster clients are never paused.  A body slower than the
+:data:`TRICKLE_RATE`) is read only once about :data:`BATCH_TARGET` bytes can have
+gathered in the kernel (every :data:`BATCH_WAIT` to :data:`MAX_PAUSE`
+seconds), so a phone at 8 KiB/s wakes its thread every 4 s instead of for every
+packet: with thousands of slow uploads, those wake-ups are what a worker
+spends.  Faster clients are never paused, and a stop, a drain or an eviction
+ends a pause at once.  A body slower than the
 server's minimum rate over a whole window (a drip that resets any silence
 timeout with each byte) ends with :class:`TooSlow`, its bytes kept.
 """
@@ -41,11 +44,16 @@ DRAIN_SECONDS = 1.0
 #: stays small), doubling up to the maximum while every read comes back full.
 MIN_RECV = 16 * 1024
 MAX_RECV = 1024 * 1024
-#: A body arriving slower than TRICKLE_RATE (bytes a second) is read BATCH_WAIT
-#: apart; a read of BATCH_BYTES or more shows it is not trickling.
+#: A body arriving slower than TRICKLE_RATE (bytes a second), judged after
+#: BATCH_WAIT, is read when about BATCH_TARGET bytes can have gathered, at least
+#: BATCH_WAIT and at most MAX_PAUSE apart (within what the kernel's receive
+#: buffer holds, so a pause never stalls the client); a read of BATCH_BYTES or
+#: more shows it is not trickling.
 TRICKLE_RATE = 32 * 1024
 BATCH_BYTES = 16 * 1024
+BATCH_TARGET = 32 * 1024
 BATCH_WAIT = 1.0
+MAX_PAUSE = 5.0
 #: Bounds on the framing lines of a chunked body.
 MAX_CHUNK_LINE = 8190
 MAX_TRAILERS = 64 * 1024
@@ -122,14 +130,15 @@ class BodyReader:
     average, or the read ends with :class:`TooSlow`.
     """
 
-    __slots__ = ("_batch_wait", "_batching", "_buffer", "_continue", "_evicted", "_phase",
-                 "_recv_size", "_remaining", "_shutdown", "_source", "_started", "_trailers",
-                 "_wake_lock", "_window_end", "_window_mark", "_woken", "broken", "length",
-                 "min_rate", "rate_window", "received", "timeout", "waiting_since")
+    __slots__ = ("_batch_wait", "_buffer", "_continue", "_evicted", "_max_pause", "_pause_for", "_phase",
+                 "_recv_size", "_remaining", "_shutdown", "_source", "_started", "_trailers", "_wake_lock",
+                 "_window_end", "_window_mark", "_woken", "broken", "length", "min_rate",
+                 "rate_window", "received", "timeout", "waiting_since")
 
     def __init__(self, source: Source, buffered: bytes, length: Optional[int], *,
                  expect_continue: bool = False, shutdown: Optional[Callable[[], None]] = None,
-                 batch_wait: float = BATCH_WAIT, timeout: Optional[float] = None,
+                 batch_wait: float = BATCH_WAIT, max_pause: float = MAX_PAUSE,
+                 timeout: Optional[float] = None,
                  min_rate: float = 0, rate_window: float = 30.0) -> None:
         self._source = source
         self._buffer = bytearray(buffered)
@@ -151,7 +160,8 @@ class BodyReader:
         self._window_mark = 0   # ``received`` when it opened
         self._evicted = False
         self._batch_wait = batch_wait
-        self._batching = False
+        self._max_pause = max_pause
+        self._pause_for = 0.0  # before the next read: the body trickles
         #: Held until :meth:`wake`; a batching pause waits to acquire it.  A lock,
         #: not an Event: an Event is two kilobytes, times every open upload.
         self._wake_lock = threading.Lock()
@@ -262,7 +272,7 @@ class BodyReader:
 
     def wake(self) -> None:
         """Read promptly from now on: end a batching pause (a stop, a drain)."""
-        self._batching = False
+        self._pause_for = 0.0
         self._woken = True
         _release(self._wake_lock)
 
@@ -359,7 +369,7 @@ class BodyReader:
             self._recv_size = min(self._recv_size * 2, MAX_RECV)
         elif len(data) * 4 < self._recv_size:
             self._recv_size = max(self._recv_size // 2, MIN_RECV)
-        self._batching = self._trickling(len(data))
+        self._pause_for = self._pause_length(len(data))
         return data
 
     def _ended(self) -> Exception:
@@ -367,35 +377,42 @@ class BodyReader:
             return TooSlow("stopped for a new body while below the minimum rate")
         return BodyEnded(f"connection ended after {self.received} body bytes")
 
-    def _trickling(self, count: int) -> bool:
-        """Whether the body arrives so slowly that pausing between reads costs it
-        nothing: slower than TRICKLE_RATE, judged after BATCH_WAIT."""
+    def _pause_length(self, count: int) -> float:
+        """How long the body's bytes may gather before the next read: 0 unless it
+        trickles (slower than TRICKLE_RATE, judged after BATCH_WAIT); then the
+        time BATCH_TARGET bytes take at its rate, within BATCH_WAIT..MAX_PAUSE."""
         elapsed = time.monotonic() - self._started
         if not self._batch_wait or self._woken or count >= BATCH_BYTES \
                 or elapsed < self._batch_wait:
-            return False
-        return self.received / elapsed < TRICKLE_RATE
+            return 0.0
+        rate = self.received / elapsed
+        if rate >= TRICKLE_RATE:
+            return 0.0
+        return min(max(BATCH_TARGET / max(rate, 1.0), self._batch_wait), self._max_pause)
 
     # -- waiting ------------------------------------------------------------------
     def _recv(self, size: int) -> bytes:
         if self._continue:
             self._continue = False
             self._source.sendall(CONTINUE)
-        if self._batching:
-            self._pause()
+        paused_at = time.monotonic()
+        if self._pause_for:  # not past the end of the rate window: it is judged on time
+            window_left = self._window_end - paused_at if self.min_rate else self._pause_for
+            self._pause(min(self._pause_for, max(window_left, 0)))
         now = time.monotonic()
         if not self._started:
             self._started, self._window_end = now, now + self.rate_window
         self.waiting_since = now
         try:
-            return self._recv_in_time(size, now)
+            return self._recv_in_time(size, now, paused_at)
         finally:
             self.waiting_since = None
 
-    def _recv_in_time(self, size: int, now: float) -> bytes:
-        """One read, bounded by the timeout and, with a minimum rate, judged at
-        the end of each rate window it spans."""
-        deadline = None if self.timeout is None else now + self.timeout
+    def _recv_in_time(self, size: int, now: float, since: float) -> bytes:
+        """One read, bounded by the timeout (counted ``since`` the pause before
+        it began) and, with a minimum rate, judged at the end of each rate window
+        it spans."""
+        deadline = None if self.timeout is None else since + self.timeout
         while True:
             wait = None if deadline is None else max(deadline - now, 0)
             window_ends = self.min_rate and (wait is None or self._window_end - now < wait)
@@ -421,9 +438,9 @@ class BodyReader:
             raise TooSlow(f"below {self.min_rate:g} bytes/s over {self.rate_window:g} s")
         self._window_mark, self._window_end = self.received + arriving, now + self.rate_window
 
-    def _pause(self) -> None:
+    def _pause(self, seconds: float) -> None:
         """Let a trickling client's bytes gather, unless woken meanwhile."""
-        if self._wake_lock.acquire(timeout=self._batch_wait):
+        if self._wake_lock.acquire(timeout=seconds):
             _release(self._wake_lock)  # stays woken: later pauses return at once
 
 

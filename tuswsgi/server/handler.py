@@ -92,7 +92,7 @@ class RequestHandler:
                             "gunicorn.socket": conn.sock,
                             CONNECTION_KEY: Connection(reader, conn.wire.sendall, busy=not placed)})
             self._count(resp)
-            respiter = worker.wsgi(environ, _settling(resp, reader, self.places))
+            respiter = worker.wsgi(environ, self._settling(resp, reader))
             try:
                 if isinstance(respiter, environ["wsgi.file_wrapper"]):
                     resp.write_file(respiter)
@@ -119,6 +119,17 @@ class RequestHandler:
                 worker.log.exception("Exception in post_request hook")
         return resp
 
+    def _settling(self, resp: Any, reader: BodyReader) -> Callable[..., Any]:
+        """``start_response`` that settles the body first: keep-alive when what is
+        left was read (and the worker is not stopping), ``Connection: close``
+        otherwise; then the body's place is free."""
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not self.worker.alive or not reader.settle():
+                resp.force_close()
+            self.places.give_back(reader)
+            return resp.start_response(status, headers, exc_info)
+        return start_response
+
     def _count(self, resp: Any) -> None:
         """gunicorn's request count (``max_requests``), and ``Connection: close``
         when the worker stops or keep-alive is off."""
@@ -136,15 +147,6 @@ def _expects_continue(req: Any) -> bool:
         name == "EXPECT" and value.strip().lower() == "100-continue" for name, value in req.headers)
 
 
-def _settling(resp: Any, reader: BodyReader, places: BodyPlaces) -> Callable[..., Any]:
-    """``start_response`` that settles the body first: keep-alive when what is
-    left was read, ``Connection: close`` otherwise; then the body's place is free."""
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if not reader.settle():
-            resp.force_close()
-        places.give_back(reader)
-        return resp.start_response(status, headers, exc_info)
-    return start_response
 
 
 class FramedInput:

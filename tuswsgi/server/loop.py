@@ -302,12 +302,16 @@ class Loop:
 
     # -- connections ----------------------------------------------------------------
     def _on_conn(self, conn: Conn) -> None:
-        if conn.state == "linger":
-            self._on_linger_readable(conn)
-        elif conn.state == "tls":
-            self._handshake(conn)
-        else:
-            self._read_head(conn)
+        try:
+            if conn.state == "linger":
+                self._on_linger_readable(conn)
+            elif conn.state == "tls":
+                self._handshake(conn)
+            else:
+                self._read_head(conn)
+        except Exception:  # one connection's trouble must not end the worker's others
+            log.exception("error on a connection from %s", conn.address)
+            self._close(conn)
 
     def _handshake(self, conn: Conn) -> None:
         sock = conn.sock
@@ -349,12 +353,16 @@ class Loop:
             if self._head_complete(conn) or not conn.wire.pending():
                 return
 
-    def _head_complete(self, conn: Conn) -> bool:
+    def _head_complete(self, conn: Conn, *, registered: bool = True) -> bool:
+        """Hand the connection on once its head is complete, or refuse the head
+        once it is too large; whether either happened."""
         end = head_end(conn.buffer, conn.searched)
         if end < 0 and len(conn.buffer) <= self.max_head:
             conn.searched = len(conn.buffer)
             return False
         del self.heads[conn]
+        if registered:
+            self.selector.unregister(conn.sock)
         if end < 0 or end > self.max_head:
             self._refuse(conn, b"431 Request Header Fields Too Large", "ERR_REQUEST_HEAD_TOO_LARGE")
         else:
@@ -362,8 +370,8 @@ class Loop:
         return True
 
     def _dispatch(self, conn: Conn) -> None:
-        """Hand a connection with a complete head to a request thread."""
-        self.selector.unregister(conn.sock)
+        """Hand a connection with a complete head (no longer registered) to a
+        request thread."""
         conn.state = "busy"
         conn.requests += 1
         self.busy.add(conn)
@@ -399,14 +407,9 @@ class Loop:
             return
         now = self.clock()
         conn.state = "head" if conn.buffer else "idle"
-        if conn.buffer:
+        if conn.buffer:  # the start of a pipelined request, or all of it
             self._wait(conn, self.heads, now, self.timeouts.head)
-            if head_end(conn.buffer) >= 0:  # a pipelined request is already here
-                del self.heads[conn]
-                conn.state = "busy"
-                conn.requests += 1
-                self.busy.add(conn)
-                self.pool.submit(self._serve, conn)
+            if self._head_complete(conn, registered=False):
                 return
         else:
             self._wait(conn, self.idle, now, self.timeouts.keepalive)
@@ -458,7 +461,9 @@ class Loop:
     def _expire(self, now: float) -> None:
         for conn in _due(self.heads, now):
             if conn.buffer:
-                self._refuse(conn, b"408 Request Timeout", "ERR_REQUEST_HEAD_TIMEOUT", states=self.heads)
+                self.heads.pop(conn, None)
+                self.selector.unregister(conn.sock)
+                self._refuse(conn, b"408 Request Timeout", "ERR_REQUEST_HEAD_TIMEOUT")
             else:
                 self._close(conn)
         for conn in _due(self.idle, now):
@@ -468,12 +473,10 @@ class Loop:
 
 
     # -- ending -------------------------------------------------------------------
-    def _refuse(self, conn: Conn, status: bytes, code: str, states: Optional[OrderedDict] = None) -> None:
+    def _refuse(self, conn: Conn, status: bytes, code: str) -> None:
         """Answer a head the loop will not hand on (too large, too slow), then
-        linger: the client may still be sending it."""
-        if states is not None:
-            states.pop(conn, None)
-        self.selector.unregister(conn.sock)
+        linger: the client may still be sending it.  ``conn`` is in no state and
+        not registered."""
         try:
             conn.sock.send(plain_response(status, code))
         except (OSError, ValueError):

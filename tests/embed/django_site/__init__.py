@@ -1,1 +1,1 @@
-"""A Django project with tuswsgi mounted at /uploads (the README's Django recipe)."""
+"""A Django project with tuswsgi mounted at /uploads (docs/embedding.md's Django recipe)."""
