@@ -91,6 +91,16 @@ class UploadRequest:
     hook: Optional[RequestInfo] = None
 
 
+@dataclass(frozen=True)
+class Assembly:
+    """What assembling a final did: ``headers`` from its ``pre-finish``; whether
+    nothing is left to wait for (``complete``); else the part it is ``waiting_for``."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
+    waiting_for: Optional[str] = None
+
+
 @dataclass
 class Outcome:
     """An upload after an operation, and headers a ``pre-finish`` hook added."""
@@ -300,13 +310,15 @@ class UploadService:
         except OSError as exc:
             self._forget_final(info)
             raise storage_error(exc) from None
-        self._announce(info, req.hook)
         try:
             with self.locked(info.id) as current:
-                headers, _ = self._assemble_locked(current, req.hook, created=True)
+                assembly = self._assemble_locked(current, req.hook, created=True, finish=False)
+                self._announce(current, req.hook)  # post-create sees what it holds already
+                headers = self._finish(current, req.hook) if assembly.complete else {}
         except TusError as error:
             if error.error_code != "ERR_UPLOAD_LOCKED":
                 raise
+            self._announce(info, req.hook)
             return Outcome(self.get(info.id))  # a part's request is assembling it already
         return Outcome(current, headers)
 
@@ -334,21 +346,19 @@ class UploadService:
         return Part(part.length, part.finished, gone)
 
     def _assemble_locked(self, info: UploadInfo, hook: Optional[RequestInfo], *,
-                         created: bool = False) -> tuple[dict[str, str], Optional[str]]:
+                         created: bool = False, finish: bool = True) -> Assembly:
         """Copy into the final what its finished parts hold, declare its length once
-        known, and finish it when no part is left to wait for.  Call with its lock.
-
-        Returns the ``pre-finish`` headers, and the part it still waits for.  A final
-        that can no longer complete is terminated (410), or, in the request that
-        creates it, refused (400) and removed."""
+        known, and (with ``finish``) finish it when no part is left to wait for.
+        Call with its lock.  A final that can no longer complete is terminated
+        (410), or, in the request that creates it, refused (400) and removed."""
         if info.finished or info.is_gone:
-            return {}, None
+            return Assembly()
         states = [self._part_state(part_id) for part_id in info.parts]
         try:
             step = plan_final(info.offset, states)
         except ValueError as exc:  # a copied part cannot be read now: another time
             log.warning("final upload %s not assembled now: %s", info.id, exc)
-            return {}, None
+            return Assembly()
         if step.broken:
             self._give_up_final(info, created)
         for index in step.ready:
@@ -359,8 +369,8 @@ class UploadService:
         if info.length is None and step.length is not None:
             self._declare_final_length(info, step.length, created)
         if not step.completes(len(info.parts)):
-            return {}, info.parts[copied]
-        return (self._finish(info, hook) if not info.finished else {}), None
+            return Assembly(waiting_for=info.parts[copied])
+        return Assembly(self._finish(info, hook) if finish else {}, complete=True)
 
     def _copy_part(self, info: UploadInfo, part_id: str, length: int, created: bool) -> None:
         try:
@@ -425,7 +435,7 @@ class UploadService:
         while True:
             try:
                 with self.locked(final_id) as info:
-                    _, waiting_for = self._assemble_locked(info, hook)
+                    waiting_for = self._assemble_locked(info, hook).waiting_for
             except (TusError, OSError) as exc:
                 log.info("final upload %s not assembled now: %s", final_id, exc)
                 return

@@ -303,3 +303,18 @@ def test_a_part_refused_by_pre_finish_is_waited_for_until_it_is_accepted(hooked,
     assert client.head(a, headers=TUS).status_code == 200  # finishes the part, at last
     assert data_file(upload_dir, final).read_bytes() == b"ab"
     assert finishes(app, final) == 1
+
+
+@pytest.mark.parametrize(("sent", "offset"), [(b"abcd", 6), (b"ab", 2)])
+def test_post_create_of_a_final_sees_what_it_holds(hooked, sent, offset):
+    """post-create comes once the parts that were finished are copied: a final over
+    finished parts is whole in it (as before concatenation-unfinished), one over
+    unfinished parts holds its finished leading run."""
+    app, client = hooked
+    a, b = partial(client, 2, b"ab"), partial(client, 4, sent)
+    final = final_of(client, [a, b])
+    app.service.hooks.drain()
+    final_id = final.rsplit("/", 1)[1]
+    created = [e for e in hookfns.of_type("post-create") if e["Event"]["Upload"]["ID"] == final_id]
+    assert [e["Event"]["Upload"]["Offset"] for e in created] == [offset]
+    assert finishes(app, final) == (1 if offset == 6 else 0)
