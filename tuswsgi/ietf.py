@@ -20,14 +20,18 @@ What differs between interop versions (``Upload-Draft-Interop-Version``):
       pre-finish), ``?0`` on every protocol error (a 409 always); no
       ``completed-upload`` problem type (an append to a finished upload is a
       409 at another offset, a 400 with bytes, a replay of the final 200 when
-      empty); ``Incremental`` may be sent and is ignored
+      empty); ``Incremental`` may be sent and is ignored; an append past the
+      known length makes the upload invalid (it answers 410 from then on)
 ====  =======================================================================
 
 A request with no interop version but with ``Upload-Complete``/``Upload-Incomplete``
 or ``Content-Type: application/partial-upload`` is treated as the latest version,
 without the 104 interim response (the drafts allow it only with a matching
-version).  Errors are ``application/problem+json`` carrying the problem type the
-draft defines (or ``about:blank``) and tuswsgi's stable ``code``.
+version); so is a ``HEAD``, ``PATCH``, ``DELETE`` or ``GET`` of an upload that names
+no protocol at all, as a client of the final RFC sends them (see
+:func:`interop_version`).  Errors are ``application/problem+json`` carrying the
+problem type the draft defines, or one of the digest problem types, or
+``about:blank``, and tuswsgi's stable ``code``.
 """
 
 from __future__ import annotations
