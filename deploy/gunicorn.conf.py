@@ -28,7 +28,7 @@ worker_class = TusWorker, with tuswsgi's settings (tuswsgi/server/)
     its place), and it accepts a connection only while it has room, so a request
     never waits in a full worker while another has threads free.
 
-workers = workers or one per CPU; threads = threads (3000)
+workers = workers or one per CPU; threads = threads (6000)
     Processes for the CPUs (checksums, JSON, the GIL), threads for open uploads:
     each open upload holds a thread while its body streams, with a small stack.
     worker_connections = max_connections (10000): idle and waiting connections

@@ -7,6 +7,7 @@ A WSGI server importing ``tuswsgi:app`` serves with the configuration found at s
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Optional
 
@@ -23,7 +24,14 @@ def create_app(config_file: Optional[str] = None, **overrides: Any) -> TusApp:
 
     Raises :class:`ConfigError`, naming the key and value, when a setting is wrong.
     """
-    return TusApp(load_config(config_file, **overrides))
+    return _warned(TusApp(load_config(config_file, **overrides)))
+
+
+def _warned(application: TusApp) -> TusApp:
+    """Say what the settings table's warnings find in the configuration, at start-up."""
+    for warning in application.config.warnings:
+        logging.getLogger("tuswsgi").warning("configuration warning: %s", warning)
+    return application
 
 
 def __getattr__(name: str) -> TusApp:
@@ -31,11 +39,12 @@ def __getattr__(name: str) -> TusApp:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        application = create_app()
+        config = load_config()
+        configure_logging(config.log_format)
+        application = _warned(TusApp(config))  # hook functions are imported here
     except ConfigError as exc:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(APP_LOAD_ERROR) from None
-    configure_logging(application.config.log_format)
     from .server import warn_if_unsupported
     warn_if_unsupported()
     globals()["app"] = application

@@ -16,6 +16,7 @@ from .hooks import hooks_from_config
 from .protocol import decode_metadata
 from .server import server_command
 from .service import UploadService
+from .space import DiskReserve, DiskSpace
 from .store import UploadNotFound
 from .upload import InvalidUploadId, UploadInfo, check_upload_id
 
@@ -61,6 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"tuswsgi: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(f"tuswsgi: configuration warning: {warning}", file=sys.stderr)
         print(f"# configuration from {config.source or 'built-in defaults'}: OK")
         for name, value in config.as_dict().items():
             print(f"{name} = {_format_value(value)}")
@@ -69,10 +72,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "cleanup":
         for upload_id, action in service.cleanup(dry_run=args.dry_run):
             print(f"{'would be ' if args.dry_run else ''}{action}: {upload_id}")
+        service.hooks.drain()  # post-finish of the uploads it finished
         return 0
     if args.command == "list":
         rows = [describe(info) for info in _all_uploads(service)]
-        print(json.dumps(rows, indent=2) if args.json else _table(rows))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(_table(rows))
+        print("\n".join(["", *_summary(rows, DiskSpace.of(service.store.directory), config.disk_reserve)]))
         return 0
     try:
         info = service.store.inspect(check_upload_id(args.upload_id))
@@ -196,12 +204,44 @@ def _table(rows: list[dict]) -> str:
     body = [(r["id"], r["filename"][:30], human_size(r["size"]), human_size(r["received"]),
              "" if r["percent"] is None else f"{r['percent']}", r["state"],
              human_duration(now - _epoch(r["created"])), human_duration(now - _epoch(r["modified"])),
-             f"in {human_duration(_epoch(r['expires']) - now)}" if r["expires"] else "-")
+             _expiry(r["expires"], now))
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(width)
                               for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in [header, *body])
+
+
+def _summary(rows: list[dict], space: DiskSpace, reserve: DiskReserve) -> list[str]:
+    """What the uploads hold, by state, and what the disk has left: what an
+    operator needs to know before deleting anything on a full disk."""
+    def held(states: tuple[str, ...]) -> tuple[int, int]:
+        chosen = [row for row in rows if row["state"] in states]
+        return len(chosen), sum(row["received"] for row in chosen)
+
+    running, running_bytes = held(("receiving", "paused"))
+    to_come = sum(row["size"] - row["received"] for row in rows
+                  if row["state"] in ("receiving", "paused") and row["size"] is not None)
+    expired, expired_bytes = held(("expired",))
+    finished, finished_bytes = held(("finished",))
+    lines = [f"{len(rows)} uploads: {running} unfinished hold {human_size(running_bytes)} "
+             f"({human_size(to_come)} more to come), {expired} expired hold {human_size(expired_bytes)} "
+             f"(tuswsgi cleanup removes them), {finished} finished hold {human_size(finished_bytes)}"]
+    disk = f"disk: {human_size(space.free)} free of {human_size(space.total)}"
+    if reserve:
+        lines.append(f"{disk}; new uploads are refused below {human_size(reserve.kept(space))} free "
+                     f"(disk_reserve = {reserve})")
+    else:
+        lines.append(f"{disk}; no disk_reserve: new uploads are accepted until the disk is full")
+    return lines
+
+
+def _expiry(expires: Optional[str], now: float) -> str:
+    """``in 3d``, or ``expired 2h ago`` (until a cleanup pass removes it)."""
+    if not expires:
+        return "-"
+    left = _epoch(expires) - now
+    return f"in {human_duration(left)}" if left > 0 else f"expired {human_duration(-left)} ago"
 
 
 def _format_value(value) -> str:

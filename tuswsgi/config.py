@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 from .events import EVENTS
+from .space import DiskReserve
 
 SECTION = "tuswsgi"
 ENV_PREFIX = "TUSWSGI_"
@@ -50,6 +51,20 @@ def parse_duration(text: str) -> float:
     if not match or match.group(2) not in _DURATION_UNITS:
         raise ValueError("expected a duration such as 45s, 30m, 12h or 7d")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_reserve(text: str) -> DiskReserve:
+    """``5%`` (of the file system's blocks and inodes) or a size: ``10G``, ``0``."""
+    value = text.strip()
+    if not value.endswith("%"):
+        return DiskReserve(size=parse_size(value))
+    try:
+        share = float(value[:-1])
+    except ValueError:
+        raise ValueError("expected a size such as 10G or a percentage such as 5%") from None
+    if not 0 <= share < 100:
+        raise ValueError("a percentage must be at least 0 and under 100")
+    return DiskReserve(share=share / 100)
 
 
 def parse_bool(text: str) -> bool:
@@ -153,6 +168,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_append_size", "0", parse_size,
             "Largest body accepted in one request (K/M/G/T); 0 means no limit. Advertised in "
             "Upload-Limit, so clients behind body-limited proxies (e.g. 100M) can chunk below it."),
+    Setting("max_concat_parts", "100", parse_int,
+            "Most partial uploads one final concatenation may name (each once); 0 means no limit."),
+    Setting("client_creation_rate", "0", parse_int,
+            "Uploads one client may create a minute (finals too); more get 429 ERR_TOO_MANY_CREATIONS "
+            "until the minute is over. A client is the identity a pre-access hook gives, else its "
+            "address (an IPv6 /64); loopback is nobody (behind a proxy set behind_proxy). Counted in "
+            "upload_dir, by all workers and hosts together. 0: no cap.", production="1000"),
+    Setting("client_max_unfinished", "0", parse_int,
+            "Unfinished uploads one client may hold (expired ones do not count); one more gets 429 "
+            "ERR_TOO_MANY_UNFINISHED until it finishes or deletes one. 0: no cap.", production="1000"),
+    Setting("disk_reserve", "0", parse_reserve,
+            "Free space kept for the uploads already running: below it new uploads are refused "
+            "(507 ERR_DISK_RESERVE) while running ones go on and finish. A size (10G), or a share "
+            "of the upload directory's file system (5%), which keeps that share of its inodes too; "
+            "0: none.", production="5%"),
     Setting("expiration", "7d", parse_duration,
             "Unfinished uploads expire this long after their last received byte; 0 disables."),
     Setting("gone_retention", "7d", parse_duration,
@@ -218,7 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
             "unix:/path; keep it on loopback behind a proxy."),
     Setting("workers", "0", parse_int,
             "Server worker processes; 0 means one per CPU core."),
-    Setting("threads", "3000", parse_positive_int,
+    Setting("threads", "6000", parse_positive_int,
             "Threads per worker: each open upload holds one while its body streams."),
     Setting("max_connections", "10000", parse_positive_int,
             "Open connections per worker; at the limit the oldest idle or slow-head connection is "
@@ -257,12 +287,62 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 PRODUCTION_DEFAULTS = {s.name: s.production for s in SETTINGS if s.production is not None}
 
 
+@dataclass(frozen=True)
+class Rule:
+    """Values each valid alone that make the server unusable together (``error``:
+    start-up and ``check-config`` refuse them) or that are likely a mistake
+    (``warning``: ``check-config`` prints it, start-up logs it).  ``when`` says in
+    words what ``broken`` tests, for the documentation."""
+
+    keys: tuple[str, ...]
+    when: str
+    broken: Callable[[Mapping[str, Any]], bool]
+    why: str
+    severity: str = "error"
+
+    def message(self, values: Mapping[str, Any]) -> str:
+        current = ", ".join(f"{key} = {_shown(key, values[key])}" for key in self.keys)
+        return f"{current}: {self.why}"
+
+
+#: What the settings must satisfy together; docs/configuration.md lists them.
+RULES: tuple[Rule, ...] = (
+    Rule(("cors_allow_credentials", "cors_origins"), "credentials on, origins `*`",
+         lambda v: v["cors_allow_credentials"] and "*" in v["cors_origins"],
+         "cors_allow_credentials = on needs cors_origins to list the allowed origins; * cannot be "
+         "combined with credentials (browsers refuse it, and echoing any origin would let every "
+         "site act with the user's cookies)"),
+    Rule(("expiration", "network_timeout"), "`expiration` is not 0 and not longer than `network_timeout`",
+         lambda v: 0 < v["expiration"] <= v["network_timeout"],
+         "an unfinished upload would expire while one of its requests may still wait for bytes "
+         "(network_timeout), and its client's next request would get 410; make expiration hours or days"),
+    Rule(("network_timeout",), "under 1 s", lambda v: v["network_timeout"] < 1,
+         "request bodies would be cut in the ordinary pauses of a real network; use at least 1s"),
+    Rule(("head_timeout",), "under 1 s", lambda v: v["head_timeout"] < 1,
+         "request heads would be refused before they can arrive over a real network; use at least 1s"),
+    Rule(("max_head_size",), "under 4 KiB", lambda v: v["max_head_size"] < 4096,
+         "ordinary requests (a browser's cookies, Upload-Metadata) would be refused with 431; use at "
+         "least 4K"),
+    Rule(("expiration",), "not 0 and under 1 h", lambda v: 0 < v["expiration"] < 3600,
+         "a client that is offline longer than this (a laptop closed over lunch) loses its upload",
+         "warning"),
+    Rule(("cleanup_interval",), "not 0 and under 1 min", lambda v: 0 < v["cleanup_interval"] < 60,
+         "every worker lists the whole upload directory this often", "warning"),
+    Rule(("lock_timeout",), "under 2 s", lambda v: v["lock_timeout"] < 2,
+         "a resuming client may be told 423 before the request it takes over from has stopped "
+         "(a hand-over takes up to 2s)", "warning"),
+)
+
+
 class Config:
     """Parsed settings, read as attributes (``config.max_size``)."""
 
-    def __init__(self, values: Mapping[str, Any], source: Optional[str] = None) -> None:
+    def __init__(self, values: Mapping[str, Any], source: Optional[str] = None,
+                 warnings: tuple[str, ...] = ()) -> None:
         self._values = dict(values)
         self.source = source
+        #: What the :data:`RULES` of severity ``warning`` say of these values.
+        self.warnings = warnings
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -341,17 +421,28 @@ def load_config(path: Optional[str] = None, *, environ: Mapping[str, str] = os.e
             values[setting.name] = _parse(setting.name, environ[env_name], env_name)
     for name, raw in overrides.items():
         values[name] = _parse(name, raw, "create_app()")
-    _check_combinations(values)
-    return Config(values, source)
+    return Config(values, source, check_rules(values))
 
 
-def _check_combinations(values: Mapping[str, Any]) -> None:
-    """Settings that are valid alone but not together."""
-    if values["cors_allow_credentials"] and "*" in values["cors_origins"]:
-        # browsers refuse credentialed responses to `*`, and echoing any origin
-        # instead would let every site act with the user's cookies
-        raise ConfigError("cors_allow_credentials = on needs cors_origins to list the allowed "
-                          "origins; * cannot be combined with credentials")
+def check_rules(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """Raise :class:`ConfigError` naming every broken rule of severity ``error``;
+    return the messages of the broken warnings."""
+    broken = [rule for rule in RULES if rule.broken(values)]
+    errors = [rule.message(values) for rule in broken if rule.severity == "error"]
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return tuple(rule.message(values) for rule in broken if rule.severity == "warning")
+
+
+def _shown(name: str, value: Any) -> str:
+    """A parsed value as an operator writes it: ``0.001s``, ``4096``, ``on``."""
+    if SETTINGS_BY_NAME[name].parse in (parse_duration, parse_positive_duration):
+        return f"{value:g}s"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 def configured(name: str, environ: MutableMapping[str, str]) -> bool:

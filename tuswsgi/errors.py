@@ -31,6 +31,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_INVALID_METADATA": (400, "Upload-Metadata is malformed"),
     "ERR_METADATA_TOO_LARGE": (400, "Upload-Metadata exceeds the configured size limit"),
     "ERR_INVALID_CONCAT": (400, "Upload-Concat is malformed or names unusable uploads"),
+    "ERR_CONCAT_TOO_MANY_PARTS": (400, "a final upload names more partial uploads than the server accepts"),
+    "ERR_CONCAT_REPEATED_PART": (400, "a final upload names the same partial upload more than once"),
     "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
     "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
     "ERR_CHECKSUM_TWICE": (400, "send Upload-Checksum as a header or as a trailer, not both"),
@@ -68,6 +70,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_UPLOAD_INTERRUPTED": (400, "request was interrupted by a newer request for this upload"),
     "ERR_SERVER_SHUTDOWN": (503, "server is shutting down; resume from the reported offset"),
     "ERR_SERVER_BUSY": (503, "server is at capacity; retry after the seconds in Retry-After"),
+    "ERR_TOO_MANY_CREATIONS": (429, "this client created too many uploads this minute; retry after "
+                                    "the seconds in Retry-After"),
+    "ERR_TOO_MANY_UNFINISHED": (429, "this client holds too many unfinished uploads; finish or delete "
+                                     "some first"),
     "ERR_REQUEST_TIMEOUT": (408, "no data arrived within the network timeout"),
     "ERR_BODY_TOO_SLOW": (408, "the request body arrived slower than the server's minimum rate"),
     "ERR_REQUEST_HEAD_TIMEOUT": (408, "the request head did not arrive in full within the head timeout"),
@@ -75,7 +81,11 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_CLIENT_GONE": (400, "request body ended before its declared length"),
     "ERR_MALFORMED_BODY": (400, "the chunked request body is malformed"),
     "ERR_INSUFFICIENT_STORAGE": (507, "not enough storage space to save the data"),
+    "ERR_DISK_RESERVE": (507, "the disk is nearly full: new uploads are refused so that the uploads "
+                              "already running can finish; try again later"),
     "ERR_STORAGE": (500, "the storage failed while saving the data"),
+    "ERR_NOT_RECORDED": (503, "the data was stored but the upload's length could not be recorded; "
+                              "resume from the reported offset"),
     "ERR_UPLOAD_STOPPED": (400, "upload was stopped by the server's application"),
     # Hooks.
     "ERR_ACCESS_DENIED": (403, "access to this upload was refused"),
@@ -94,7 +104,9 @@ class TusError(HTTPException):
 
     ``upload_id`` names the upload a refused creation request did create (its
     bytes are kept: the client is told where, with ``Location``);
-    ``expected_offset`` and ``provided_offset`` describe an offset mismatch.
+    ``expected_offset`` and ``provided_offset`` describe an offset mismatch;
+    ``offset`` is where the upload stands after a request that failed once it had
+    stored bytes (the client resumes from there).
     """
 
     code: int
@@ -103,7 +115,7 @@ class TusError(HTTPException):
                  headers: Optional[Iterable[tuple[str, str]]] = None, *,
                  status: Optional[int] = None, body: Optional[str] = None,
                  upload_id: Optional[str] = None, expected_offset: Optional[int] = None,
-                 provided_offset: Optional[int] = None) -> None:
+                 provided_offset: Optional[int] = None, offset: Optional[int] = None) -> None:
         default_status, message = ERRORS[code]
         super().__init__(description=f"{message} ({detail})" if detail else message)
         self.code = status or default_status
@@ -113,6 +125,7 @@ class TusError(HTTPException):
         self.upload_id = upload_id
         self.expected_offset = expected_offset
         self.provided_offset = provided_offset
+        self.offset = offset
 
     @property
     def name(self) -> str:  # type: ignore[override]

@@ -43,12 +43,16 @@ class HookError(Exception):
 
 @dataclass
 class RequestInfo:
-    """The parts of an HTTP request a hook sees (tusd's ``HTTPRequest``)."""
+    """The parts of an HTTP request a hook sees (tusd's ``HTTPRequest``), and who
+    sent it: the client's ``address`` and the ``identity`` a ``pre-access`` hook
+    gave (neither is in the event)."""
 
     method: str
     uri: str
     remote_addr: str
     headers: dict[str, list[str]] = field(default_factory=dict)
+    address: str = ""
+    identity: Optional[str] = None
 
     def to_json(self) -> dict:
         return {"Method": self.method, "URI": self.uri, "RemoteAddr": self.remote_addr,
@@ -69,9 +73,8 @@ class RequestInfo:
         if environ.get("QUERY_STRING"):
             uri += "?" + environ["QUERY_STRING"]
         address = environ.get("REMOTE_ADDR", "")
-        if environ.get("REMOTE_PORT"):
-            address = f"{address}:{environ['REMOTE_PORT']}"
-        return cls(method or environ.get("REQUEST_METHOD", ""), uri, address, headers)
+        remote = f"{address}:{environ['REMOTE_PORT']}" if environ.get("REMOTE_PORT") else address
+        return cls(method or environ.get("REQUEST_METHOD", ""), uri, remote, headers, address)
 
 
 @dataclass
@@ -87,6 +90,8 @@ class HookAnswer:
     stop_upload: bool = False
     change_id: Optional[str] = None
     change_metadata: Optional[dict[str, str]] = None
+    #: Who the client is (``pre-access``), for the per-client caps.
+    identity: Optional[str] = None
 
     def merge(self, raw: Any) -> None:
         if not raw:
@@ -108,6 +113,8 @@ class HookAnswer:
             self.change_id = str(change["ID"])
         if change.get("MetaData") is not None:
             self.change_metadata = {str(k): str(v) for k, v in change["MetaData"].items()}
+        if raw.get("Identity"):
+            self.identity = str(raw["Identity"])
 
 
     def rejection(self, code: str, default_status: int) -> TusError:

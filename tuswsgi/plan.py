@@ -10,7 +10,7 @@ writes.  Tested as a table, like :mod:`tuswsgi.protocol`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import TusError
 
@@ -95,6 +95,18 @@ def settle_length(upload: Upload, length: int, limits: Limits) -> int:
         raise TusError("ERR_LENGTH_TOO_SMALL", f"{upload.offset} bytes already received")
     check_size(length, limits)
     return length
+
+
+def check_parts(part_ids: Sequence[str], most: int) -> None:
+    """A final names each partial once, and at most ``most`` of them (0: any
+    number): a short request must not make the server copy one part over and over."""
+    if most and len(part_ids) > most:
+        raise TusError("ERR_CONCAT_TOO_MANY_PARTS", f"{len(part_ids)} named, at most {most}")
+    seen: set[str] = set()
+    for part_id in part_ids:
+        if part_id in seen:
+            raise TusError("ERR_CONCAT_REPEATED_PART", f"{part_id[:40]!r} is named twice")
+        seen.add(part_id)
 
 
 def check_size(length: Optional[int], limits: Limits) -> None:

@@ -29,14 +29,18 @@ from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
 from .locking import LockTimeout, UploadLocker
 from .logs import log_event
 from .metrics import Metrics
-from .plan import Append, AppendPlan, Limits, Upload, check_size, plan_append, settle_length
+from .plan import Append, AppendPlan, Limits, Upload, check_parts, check_size, plan_append, settle_length
 from .protocol import encode_metadata, new_hasher
+from .quota import ClientCaps, client_key
+from .retry import Retrier
+from .space import DiskSpace
 from .store import (
     ChunkRefused,
     FileStore,
     OffsetMismatch,
     StorageFailed,
     StorageFull,
+    StoreError,
     UploadGone,
     UploadNotFound,
 )
@@ -123,6 +127,11 @@ class UploadService:
         self.store = FileStore(config.upload_dir, expiration=config.expiration,
                                gone_retention=config.gone_retention, fsync=config.fsync)
         self.locker = UploadLocker(self.store.directory)
+        #: Finishes whose recording failed after the last byte was stored.
+        self.retrier = Retrier()
+        self.caps = ClientCaps(self.store.directory, per_minute=config.client_creation_rate,
+                               unfinished=config.client_max_unfinished,
+                               is_unfinished=self._unfinished_for_caps)
         self.limits = Limits(config.max_size, config.max_append_size)
         self._next_sweep = time.monotonic() + min(config.cleanup_interval or 0, 60)
         self._sweep_lock = threading.Lock()
@@ -218,6 +227,7 @@ class UploadService:
         answer = self._blocking_hook("pre-access", info, hook)
         if answer.reject_upload or answer.reject_access or (answer.status or 0) >= 400:
             raise answer.rejection("ERR_ACCESS_DENIED", 403)
+        hook.identity = answer.identity or hook.identity
 
     # -- creation ----------------------------------------------------------
     def create(self, req: UploadRequest,
@@ -246,6 +256,8 @@ class UploadService:
 
     def _create(self, req: UploadRequest) -> UploadInfo:
         check_size(req.length, self.limits)
+        self._check_reserve()
+        client = self._admit(req.hook)
         info = UploadInfo(id="", length=req.length, metadata=req.metadata, concat=req.concat)
         self._pre_create(info, req.hook)
         try:
@@ -254,8 +266,43 @@ class UploadService:
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
             raise storage_error(exc) from None
+        if client is not None:
+            self.caps.created(client, info.id)
         self._created(info, req.hook)
         return info
+
+    def _admit(self, hook: Optional[RequestInfo]) -> Optional[str]:
+        """Count a creation against its client's caps, or refuse it (429); return
+        the client's key (``None``: not counted)."""
+        if not self.caps.enabled or hook is None:
+            return None
+        client = client_key(hook.identity, hook.address)
+        if client is None:
+            return None
+        try:
+            refusal = self.caps.admit(client)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        if refusal is not None:
+            log_event("upload.refused", logging.WARNING, client=client, reason=refusal.code)
+            retry = [("Retry-After", str(refusal.retry_after))] if refusal.retry_after else []
+            raise TusError(refusal.code, refusal.detail, retry)
+        return client
+
+    @property
+    def counts_clients(self) -> bool:
+        """Whether creations need to know their client (the front door builds a
+        :class:`RequestInfo` for them even without hooks)."""
+        return self.caps.enabled
+
+    def _unfinished_for_caps(self, upload_id: str) -> bool:
+        """Whether an upload still counts against its client: neither complete,
+        expired nor gone."""
+        try:
+            info = self.store.inspect(check_upload_id(upload_id))
+        except (UploadNotFound, ValueError, OSError, InvalidUploadId):
+            return False
+        return not (info.is_complete or info.is_gone or self.store.is_expired(info, time.time()))
 
     def _pre_create(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         """Run ``pre-create``: it may refuse, or choose the ID and the metadata."""
@@ -270,33 +317,105 @@ class UploadService:
 
     def _created(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
         self._announce(info, hook)
-        return self._finish(info, hook) if info.is_complete else {}
+        return self._finish_stored(info, hook) if info.is_complete else {}
 
     def _announce(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         self.metrics.upload_event("created")
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
         self._notify("post-create", info, hook)
 
+    # -- finishing -----------------------------------------------------------
     def _finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
-        """``pre-finish`` (may refuse, and add response headers), then ``post-finish``;
-        returns the headers."""
+        """``pre-finish`` (may refuse, and add response headers), then the finish is
+        recorded and ``post-finish`` sent; returns the headers."""
+        headers = self._pre_finish(info, hook)
+        self._record_finish(info, hook)
+        return headers
+
+    def _finish_stored(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        """Finish an upload whose last byte this request stored.
+
+        The bytes are safe on disk, so a failure to *record* the finish (``.info``
+        cannot be replaced: a full or read-only disk) must not make the client give
+        up on them: the request succeeds, and the finish is retried in the
+        background, by the next request for the upload and by the cleanup pass,
+        whichever comes first; ``post-finish`` is sent once, by that one."""
+        headers = self._pre_finish(info, hook)
+        try:
+            self._record_finish(info, hook)
+        except OSError as exc:
+            log_event("upload.finish_deferred", logging.WARNING, upload=info.id, error=exc.strerror)
+            self.retrier.schedule(f"the finish of {info.id}",
+                                  lambda: self._retry_finish(UploadId(info.id), hook))
+        return headers
+
+    def _pre_finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        """``pre-finish``: its headers, or its refusal (remembered, so that only a
+        client's request asks the application again)."""
         answer = self._blocking_hook("pre-finish", info, hook)
         if (answer.status or 0) >= 400:
+            try:
+                self.store.mark_refused(info)
+            except OSError as exc:
+                log.warning("cannot record that %s was refused: %s", info.id, exc.strerror)
             raise answer.rejection("ERR_UPLOAD_REJECTED", 400)
-        self.store.mark_finished(info)
+        return answer.headers
+
+    def _record_finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
+        """Mark the upload finished, then ``post-finish``.  Call under the lock, with
+        ``info`` read under it: that makes ``post-finish`` happen once."""
+        try:
+            self.store.mark_finished(info)
+        except OSError:
+            if not self._finished_on_disk(info.id):
+                raise
+            info.finished = True  # the new .info is in place; only a later step failed
         self.metrics.upload_event("finished")
         log_event("upload.finished", upload=info.id, length=info.length)
         self._notify("post-finish", info, hook)
-        return answer.headers
+
+    def _finished_on_disk(self, upload_id: str) -> bool:
+        """Whether ``.info`` says finished, whatever the write that failed said."""
+        try:
+            return self.store.inspect(upload_id).finished
+        except (OSError, UploadNotFound, ValueError):
+            return False
+
+    def _retry_finish(self, upload_id: UploadId, hook: Optional[RequestInfo]) -> bool:
+        """One background attempt at recording a finish (``pre-finish`` passed);
+        done once the upload is finished, by this or by any request, or gone."""
+        try:
+            with self.locker.hold(upload_id, 0):
+                info = self.store.get(upload_id)
+                finishing = info.is_complete and not info.finished
+                if finishing:
+                    self._record_finish(info, hook)
+        except (UploadNotFound, UploadGone):
+            return True
+        except LockTimeout:
+            return False  # a request holds it: it finishes the upload itself if it can
+        except OSError as exc:
+            log.warning("finishing %s failed again: %s", upload_id, exc.strerror)
+            return False
+        if finishing and info.concat == "partial":  # finals wait for it
+            self._assemble_waiting(upload_id, hook)
+        return True
+
+    def _is_unfinished(self, info: UploadInfo) -> bool:
+        """Complete, but its finish was never recorded nor refused."""
+        return info.is_complete and not (info.finished or info.finish_refused or info.is_gone)
 
     # -- concatenation -------------------------------------------------------
     def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
         """A final upload of ``part_ids``, in order, created at once even while parts
         are unfinished (concatenation-unfinished): it assembles itself as they
         finish, and is finished (``post-finish``, once) with the last of them."""
+        check_parts(part_ids, self.config.max_concat_parts)
+        self._admit(req.hook)
         parts = [self._part(part_id) for part_id in part_ids]
         known = [part.length for part in parts if part.length is not None]
         check_size(sum(known), self.limits)  # what is known must fit already
+        self._check_reserve(sum(known))
         info = UploadInfo(id="", length=sum(known) if len(known) == len(parts) else None,
                           metadata=req.metadata, concat="final", parts=[part.id for part in parts])
         self._pre_create(info, req.hook)
@@ -314,13 +433,27 @@ class UploadService:
             with self.locked(info.id) as current:
                 assembly = self._assemble_locked(current, req.hook, created=True, finish=False)
                 self._announce(current, req.hook)  # post-create sees what it holds already
-                headers = self._finish(current, req.hook) if assembly.complete else {}
+                headers = self._finish_stored(current, req.hook) if assembly.complete else {}
         except TusError as error:
             if error.error_code != "ERR_UPLOAD_LOCKED":
                 raise
             self._announce(info, req.hook)
             return Outcome(self.get(info.id))  # a part's request is assembling it already
         return Outcome(current, headers)
+
+    def _check_reserve(self, needed: int = 0) -> None:
+        """New uploads wait while the disk is below ``disk_reserve`` (after storing
+        the ``needed`` bytes a final copies at once), so that the uploads already
+        running can finish: an append is never refused for the reserve."""
+        reserve = self.config.disk_reserve
+        if not reserve:
+            return
+        try:
+            refusal = reserve.refusal(DiskSpace.of(self.store.directory), needed)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        if refusal is not None:  # the request's log line names the code
+            raise TusError("ERR_DISK_RESERVE", refusal)
 
     def _part(self, part_id: str) -> UploadInfo:
         """A partial upload, finished or not, for a concatenation."""
@@ -370,7 +503,7 @@ class UploadService:
             self._declare_final_length(info, step.length, created)
         if not step.completes(len(info.parts)):
             return Assembly(waiting_for=info.parts[copied])
-        return Assembly(self._finish(info, hook) if finish else {}, complete=True)
+        return Assembly(self._finish_stored(info, hook) if finish else {}, complete=True)
 
     def _copy_part(self, info: UploadInfo, part_id: str, length: int, created: bool) -> None:
         try:
@@ -468,7 +601,28 @@ class UploadService:
 
         Fires ``post-receive`` while bytes arrive (its answer can stop the upload),
         and ``pre-finish``/``post-finish`` when this request completes the upload.
+        A storage failure (507 included) says where the upload stands, so the
+        client resumes from there without asking.
         """
+        try:
+            return self._append(upload_id, req)
+        except OSError as exc:
+            raise self._at_offset(storage_error(exc), upload_id) from None
+        except TusError as error:
+            if error.code == 507 or error.error_code == "ERR_STORAGE":
+                self._at_offset(error, upload_id)
+            raise
+
+    def _at_offset(self, error: TusError, upload_id: str) -> TusError:
+        """``error`` saying where the upload now stands, as read from the disk."""
+        if error.offset is None:
+            try:
+                error.offset = self.store.get(check_upload_id(upload_id)).offset
+            except (StoreError, InvalidUploadId, OSError):
+                pass
+        return error
+
+    def _append(self, upload_id: str, req: UploadRequest) -> Outcome:
         body = req.body or RequestBody.empty()
         started = time.monotonic()
         with self.locked(upload_id, body) as info, self.metrics.writing():
@@ -482,8 +636,8 @@ class UploadService:
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
             finishing = info.is_complete and not info.finished
-            headers = self._finish(info, req.hook) if finishing else {}
-        if finishing and info.concat == "partial":  # finals wait for it: assemble them
+            headers = self._finish_stored(info, req.hook) if finishing else {}
+        if finishing and info.concat == "partial" and info.finished:  # finals wait for it
             self._assemble_waiting(info.id, req.hook)
         return Outcome(info, headers)
 
@@ -501,7 +655,18 @@ class UploadService:
         if req.complete and length is None:  # a chunked body that ends the upload
             length = settle_length(upload, info.offset, self.limits)
         if info.length is None and length is not None:
-            self.store.declare_length(info, length)  # only once the body was accepted
+            self._declare_length(info, length)  # only once the body was accepted
+
+    def _declare_length(self, info: UploadInfo, length: int) -> None:
+        """Record a length the request declared.  When that fails the bytes are
+        kept all the same: the client is told to come back (503), and its resume
+        declares the length again without sending a byte."""
+        try:
+            self.store.declare_length(info, length)
+        except OSError as exc:
+            log.error("cannot record the length of %s: %s", info.id, exc.strerror)
+            raise TusError("ERR_NOT_RECORDED", f"upload is at {info.offset}",
+                           [("Retry-After", str(SHUTDOWN_RETRY_AFTER))], offset=info.offset) from None
 
     def _refuse_unannounced(self, info: UploadInfo, late: LateChecksum, start: int) -> None:
         """A checksum that followed a body nobody hashed (it was not announced) is
@@ -636,12 +801,16 @@ class UploadService:
     def cleanup(self, *, dry_run: bool = False) -> list[tuple[str, str]]:
         """Expire stale uploads and forget old tombstones; skip any that is being written.
 
-        Returns ``(name, action)`` pairs, action ``expired``, ``forgotten`` or
-        ``leftover`` (a file a crash left behind, untouched for an hour).
+        Returns ``(name, action)`` pairs, action ``expired``, ``forgotten``,
+        ``finished`` (complete, but its finish was never recorded: the disk failed
+        at the time, or the process died) or ``leftover`` (a file a crash left
+        behind, untouched for an hour).
         """
         now = time.time()
         actions = [(name, "leftover")
                    for name in self.store.remove_leftovers(now - 3600, dry_run=dry_run)]
+        if not dry_run:
+            self.caps.sweep()
         for upload_id in self.store.iter_ids():
             try:
                 info = self.store.inspect(upload_id)
@@ -651,6 +820,8 @@ class UploadService:
                 action = "expired"
             elif self.store.is_forgettable(info, now):
                 action = "forgotten"
+            elif self._is_unfinished(info):
+                action = "finished"
             else:
                 if not dry_run and info.concat == "final" and not (info.finished or info.is_gone):
                     self.assemble(upload_id)  # catch up after a crash; ends one whose parts are gone
@@ -664,20 +835,41 @@ class UploadService:
         try:
             with self.locker.hold(upload_id, 0):
                 info = self.store.inspect(upload_id)  # re-check under the lock
-                if action == "forgotten":
-                    if not self.store.is_forgettable(info, now):
-                        return False
-                    self.store.forget(upload_id)
-                    return True
-                if not self.store.is_expired(info, now):
+                if not self._cleanup_locked(info, action, now):
                     return False
-                self.store.terminate(upload_id, now=now)
-                self.metrics.upload_event("expired")
-                log_event("upload.expired", upload=upload_id, offset=info.offset)
         except (LockTimeout, UploadNotFound):
             return False
-        self._cancel_finals_waiting_for(upload_id)  # after letting go: one lock at a time
+        # After letting go, one lock at a time: finals waiting for this part.
+        if action == "finished" and info.concat == "partial":
+            self._assemble_waiting(upload_id, None)
+        elif action == "expired":
+            self._cancel_finals_waiting_for(upload_id)
         return True
+
+    def _cleanup_locked(self, info: UploadInfo, action: str, now: float) -> bool:
+        """Apply one cleanup action to ``info``, read again under its lock."""
+        if action == "forgotten":
+            if not self.store.is_forgettable(info, now):
+                return False
+            self.store.forget(info.id)
+            return True
+        if action == "finished":
+            return self._is_unfinished(info) and self._finish_quietly(info)
+        if not self.store.is_expired(info, now):
+            return False
+        self.store.terminate(info.id, now=now)
+        self.metrics.upload_event("expired")
+        log_event("upload.expired", upload=info.id, offset=info.offset)
+        return True
+
+    def _finish_quietly(self, info: UploadInfo) -> bool:
+        """Finish an upload no request is waiting for; a failure is only logged."""
+        try:
+            self._finish(info, None)
+            return True
+        except (TusError, OSError) as exc:
+            log.warning("finishing %s in the cleanup pass failed: %s", info.id, exc)
+            return False
 
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.

@@ -22,6 +22,7 @@ IDs are checked against :data:`UPLOAD_ID` before any path is built.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -30,7 +31,7 @@ import secrets
 import time
 from collections import OrderedDict
 from threading import Lock
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from .upload import UPLOAD_ID, UploadId, UploadInfo, check_upload_id
 
@@ -252,12 +253,21 @@ class FileStore:
         return info
 
     def mark_finished(self, info: UploadInfo) -> None:
-        info.finished = True
-        self._write_info(info)
+        self._record(info, finished=True)
+
+    def mark_refused(self, info: UploadInfo) -> None:
+        """The application refused the finished upload (``pre-finish``)."""
+        self._record(info, finish_refused=True)
 
     def declare_length(self, info: UploadInfo, length: int) -> None:
-        info.length = length
-        self._write_info(info)
+        self._record(info, length=length)
+
+    def _record(self, info: UploadInfo, **changes: Any) -> None:
+        """Replace ``.info`` with ``changes``; ``info`` takes them only once they are
+        written, so a failed write leaves it saying what the disk says."""
+        self._write_info(dataclasses.replace(info, **changes))
+        for name, value in changes.items():
+            setattr(info, name, value)
 
     def append(self, info: UploadInfo, source: Readable, limit: int,
                verify: Optional[Callable[[], Optional[str]]] = None) -> int:

@@ -54,6 +54,8 @@ class UploadInfo:
     gone_since: Optional[float] = None
     #: Set once the application accepted the finished upload (pre-finish passed).
     finished: bool = False
+    #: Set when pre-finish refused it: only a client's request asks again.
+    finish_refused: bool = False
     #: When an unfinished upload expires (``expiration`` after its last byte).
     expires: Optional[float] = None
 
@@ -81,7 +83,8 @@ class UploadInfo:
     def to_record(self) -> dict[str, Any]:
         return {"id": self.id, "length": self.length, "metadata": self.metadata,
                 "created": self.created, "concat": self.concat, "parts": self.parts,
-                "gone_since": self.gone_since, "finished": self.finished}
+                "gone_since": self.gone_since, "finished": self.finished,
+                "finish_refused": self.finish_refused}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> UploadInfo:
@@ -89,4 +92,5 @@ class UploadInfo:
                    metadata=[(k, v) for k, v in record["metadata"]],
                    created=record["created"], concat=record.get("concat"),
                    parts=list(record.get("parts") or ()), gone_since=record.get("gone_since"),
-                   finished=bool(record.get("finished")))
+                   finished=bool(record.get("finished")),
+                   finish_refused=bool(record.get("finish_refused")))

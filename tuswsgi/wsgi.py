@@ -125,6 +125,8 @@ class TusApp:
             if error.upload_id is not None:  # a refused creation made an upload: say where
                 error.extra_headers.append(
                     ("Location", upload_url(request, self.config.base_path, error.upload_id)))
+            if error.offset is not None:  # where a failed request left the upload
+                error.extra_headers.append(("Upload-Offset", str(error.offset)))
             return render(error), error.error_code
         except HTTPException as exc:  # raised by werkzeug itself, e.g. a malformed header
             failure = TusError("ERR_BAD_REQUEST" if (exc.code or 500) < 500 else "ERR_INTERNAL")
@@ -150,9 +152,10 @@ class TusApp:
 
     def _authorize(self, request: Request, method: str,
                    upload_id: Optional[str]) -> Optional[RequestInfo]:
-        """What hooks see of the request (when hooks are set), after the pre-access
-        hook let it through: before any body is read."""
-        if not self.service.hooks.transports:
+        """What hooks see of the request (when hooks are set, or a creation counts
+        against its client), after the pre-access hook let it through: before any
+        body is read."""
+        if not self.service.hooks.transports and not (method == "POST" and self.service.counts_clients):
             return None
         hook = RequestInfo.from_environ(request.environ, method)
         self.service.authorize(hook, upload_id)

@@ -67,13 +67,13 @@ def test_final_is_the_concatenation(client, upload_dir, absolute):
     assert [data_file(upload_dir, p).read_bytes() for p in parts] == [b"hello ", b"tus ", b"world"]
 
 
-def test_final_keeps_part_order_and_allows_repeats(client, upload_dir):
+def test_final_keeps_part_order(client, upload_dir):
     a, b = partial(client, b"A"), partial(client, b"BB")
-    response = post_final(client, [b, a, b])
+    response = post_final(client, [b, a])
     assert response.status_code == 201
-    assert data_file(upload_dir, response.headers["Location"]).read_bytes() == b"BBABB"
+    assert data_file(upload_dir, response.headers["Location"]).read_bytes() == b"BBA"
     head = client.head(response.headers["Location"], headers=TUS)
-    assert head.headers["Upload-Length"] == "5"
+    assert head.headers["Upload-Length"] == "3"
 
 
 def test_final_with_empty_part(client, upload_dir):
@@ -198,3 +198,64 @@ def test_final_larger_than_max_size_is_413(make_app, upload_dir):
     response = post_final(client, parts)
     assert response.status_code == 413
     assert info_files(upload_dir) == before
+
+
+# -- bounds: what one small request can make the server store -------------------------
+
+def refused(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.get_data(as_text=True).startswith(code + ": ")
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative and absolute"])
+def test_a_final_naming_a_partial_twice_is_refused(client, upload_dir, spelling):
+    a, b = partial(client, b"A"), partial(client, b"BB")
+    again = b if spelling == "same" else "http://localhost" + b
+    before = info_files(upload_dir)
+    refused(post_final(client, [b, a, again]), 400, "ERR_CONCAT_REPEATED_PART")
+    assert info_files(upload_dir) == before
+
+
+@pytest.mark.parametrize(("max_parts", "code"), [("100", "ERR_CONCAT_TOO_MANY_PARTS"),
+                                                  ("0", "ERR_CONCAT_REPEATED_PART")])
+def test_a_small_request_naming_one_partial_1500_times_stores_nothing(make_app, upload_dir, max_parts, code):
+    """The request of issue 22: 60 KB naming one 64 KiB partial 1,500 times made a
+    96 MiB final. It is refused for the number of parts, and with no limit on that,
+    for naming one twice; before any part is looked at."""
+    client = Client(make_app(max_concat_parts=max_parts))
+    part = partial(client, b"x" * 65536)
+    before = info_files(upload_dir)
+    response = post_final(client, [part] * 1500)
+    refused(response, 400, code)
+    assert info_files(upload_dir) == before
+    assert sum(path.stat().st_size for path in upload_dir.iterdir() if path.is_file()) < 70_000
+
+
+def test_more_partials_than_max_concat_parts_are_refused(make_app, upload_dir):
+    client = Client(make_app(max_concat_parts="3"))
+    parts = [partial(client, bytes([65 + n])) for n in range(4)]
+    before = info_files(upload_dir)
+    refused(post_final(client, parts), 400, "ERR_CONCAT_TOO_MANY_PARTS")
+    assert info_files(upload_dir) == before
+    response = post_final(client, parts[:3])
+    assert response.status_code == 201
+    assert data_file(upload_dir, response.headers["Location"]).read_bytes() == b"ABC"
+
+
+def test_the_default_bounds_parts_before_looking_any_up(client, upload_dir):
+    """101 names (the default allows 100) are refused for their number, before the
+    server opens a single one of them."""
+    names = [f"/files/{n:032x}" for n in range(101)]
+    refused(post_final(client, names), 400, "ERR_CONCAT_TOO_MANY_PARTS")
+    refused(post_final(client, names[:100]), 400, "ERR_INVALID_CONCAT")  # unknown uploads
+    assert info_files(upload_dir) == []
+
+
+def test_a_final_larger_than_max_size_is_refused(make_app, upload_dir):
+    """Each part may be within max_size while their sum is not."""
+    client = Client(make_app(max_size="10"))
+    parts = [partial(client, b"123456"), partial(client, b"abcdef")]
+    before = info_files(upload_dir)
+    refused(post_final(client, parts), 413, "ERR_MAX_SIZE_EXCEEDED")
+    assert info_files(upload_dir) == before
+

@@ -234,11 +234,11 @@ def test_expiration_zero_never_expires(make_app, upload_dir):
 
 
 def test_tiny_expiration_in_real_time(make_app, upload_dir, clock):
-    app = make_app(expiration="1s", gone_retention="1h")
+    app = make_app(expiration="2s", network_timeout="1s", gone_retention="1h")
     client = Client(app)
     path = create(client, 10)
     patch(client, path, b"abc", 0)
-    clock.advance(1.2)
+    clock.advance(2.2)
     assert client.head(path, headers=TUS).status_code == 410
     assert app.service.cleanup() == [(path.rsplit("/", 1)[1], "expired")]
     assert not data_file(upload_dir, path).exists()

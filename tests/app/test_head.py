@@ -92,10 +92,10 @@ def test_no_upload_expires_when_expiration_disabled(make_app):
 
 
 def test_expired_upload_is_gone(make_app, upload_dir, clock):
-    client = Client(make_app(expiration="1s"))
+    client = Client(make_app(expiration="2s", network_timeout="1s"))
     path = create(client, 4)
     patch(client, path, b"ab", 0)
-    clock.advance(1.2)
+    clock.advance(2.2)
     response = client.head(path, headers=TUS)
     assert response.status_code == 410
     assert "Upload-Offset" not in response.headers

@@ -4,7 +4,7 @@ created while their parts are still being sent, every part sent in parallel in
 random order and random pieces, each request served by whichever worker takes
 it.  Every final must hold exactly its parts' bytes (SHA-256), be finished once
 (one ``upload.finished``, one ``post-finish``), and no lock order may deadlock
-(finals share parts, and some name a part twice).  The same workload across two
+(finals share parts).  The same workload across two
 hosts on one MooseFS volume: tests/server/test_multihost_moosefs.py."""
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def pair(tmp_path):
             servers.append(start_production_gunicorn(workdir, upload_dir=shared, name=name,
                                                      TUSWSGI_BEHIND_PROXY="on",
                                                      TUSWSGI_EXPIRATION="2s",
+                                                     TUSWSGI_NETWORK_TIMEOUT="1s",
                                                      TUSWSGI_CLEANUP_INTERVAL="1s"))
         yield servers
     finally:
@@ -112,7 +113,7 @@ def test_concurrent_writers_on_different_instances_never_interleave(pair):
 
 
 def test_cleanup_runs_on_either_instance_safely(pair, tmp_path: Path):
-    """expiration=2s, cleanup_interval=1s on both instances, and `tuswsgi cleanup`
+    """expiration=2s (network_timeout=1s), cleanup_interval=1s on both instances, and `tuswsgi cleanup`
     run from a third process on the same directory: an idle upload expires (410
     everywhere), while an upload written slowly, alternately on both instances,
     is never expired, interrupted or damaged."""
@@ -126,7 +127,8 @@ def test_cleanup_runs_on_either_instance_safely(pair, tmp_path: Path):
     active = requests.post(urls[1], headers={**TUS, "Upload-Length": str(len(data))}, timeout=10)
     active_id = active.headers["Location"].rsplit("/", 1)[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUSWSGI_")}
-    env.update(TUSWSGI_UPLOAD_DIR=str(pair[0].upload_dir), TUSWSGI_EXPIRATION="2s")
+    env.update(TUSWSGI_UPLOAD_DIR=str(pair[0].upload_dir), TUSWSGI_EXPIRATION="2s",
+               TUSWSGI_NETWORK_TIMEOUT="1s")
     cli_runs = []
     offset = 0
     for number in range(20):  # about 5 s, longer than the expiration

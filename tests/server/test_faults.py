@@ -302,14 +302,26 @@ def test_sigterm_answers_every_running_body_within_half_a_second(tmp_path):
 # -- disk full ---------------------------------------------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    require_tool("a tmpfs mount (needs root)", result.returncode == 0)
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+def small_disk_of(tmp_path: Path):
+    """Mount a tmpfs of the given size (``"8m"``) and return its mount point."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mount_point = tmp_path / f"small-{len(mounted)}"
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                                capture_output=True, text=True)
+        require_tool("a tmpfs mount (needs root)", result.returncode == 0)
+        mounted.append(mount_point)
+        return mount_point
+    yield mount
+    for mount_point in mounted:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(small_disk_of):
+    return small_disk_of("8m")
 
 
 def test_disk_full_is_507_consistent_and_resumable(gunicorn_factory, small_disk):
@@ -332,3 +344,52 @@ def test_disk_full_is_507_consistent_and_resumable(gunicorn_factory, small_disk)
     assert raw_request(port, "DELETE", first_path).status == 204  # space comes back
     raw_resume(port, second_path, second, chunk=1 << 20)
     assert sha256_file(stored) == sha256(second)
+
+
+def test_the_disk_reserve_lets_running_uploads_finish(gunicorn_factory, small_disk_of):
+    """16 MiB, 4 MiB of it kept for running uploads (disk_reserve = 4M): a finished
+    upload of 4 MiB, three running ones of 5 MiB with 3 MiB each.  Below the
+    reserve new uploads are refused (507 ERR_DISK_RESERVE, nothing created) while
+    the running ones go on until the disk is full (507 with Upload-Offset); once the
+    finished upload is deleted, each resumes from the offset its 507 gave and
+    finishes with the right SHA-256."""
+    mib = 1 << 20
+    server = gunicorn_factory(upload_dir=small_disk_of("16m") / "uploads",
+                              env={"TUSWSGI_DISK_RESERVE": "4M"})
+    port = server.port
+    done = os.urandom(4 * mib)
+    done_path = raw_create(port, len(done))
+    raw_resume(port, done_path, done, chunk=8 * mib)
+    running = {raw_create(port, 5 * mib): os.urandom(5 * mib) for _ in range(3)}
+    for path, data in running.items():
+        answer = raw_request(port, "PATCH", path, data[:3 * mib],
+                             {"Upload-Offset": "0", "Content-Type": OCTET})
+        assert answer.status == 204, answer.status
+
+    def refused_creation() -> None:
+        before = sorted(os.listdir(server.upload_dir))
+        answer = raw_request(port, "POST", "/files/", headers={"Upload-Length": "10"})
+        assert answer.status == 507 and answer.getheader("Location") is None
+        assert sorted(os.listdir(server.upload_dir)) == before
+
+    refused_creation()
+    offsets = {}
+    for path, data in running.items():
+        answer = raw_request(port, "PATCH", path, data[3 * mib:], {"Upload-Offset": str(3 * mib),
+                                                                   "Content-Type": OCTET})
+        offsets[path] = int(answer.getheader("Upload-Offset"))
+        stored = server.upload_dir / path.rsplit("/", 1)[1]
+        assert stored.read_bytes() == data[:offsets[path]]
+        assert answer.status == (204 if offsets[path] == len(data) else 507), answer.status
+    print(f"disk full: running uploads at {sorted(offsets.values())} of {5 * mib} bytes")
+    assert sum(offset < 5 * mib for offset in offsets.values()) >= 2  # the disk is full of them
+    refused_creation()
+    assert raw_request(port, "DELETE", done_path).status == 204
+    for path, data in running.items():
+        if offsets[path] < len(data):
+            answer = raw_request(port, "PATCH", path, data[offsets[path]:],
+                                 {"Upload-Offset": str(offsets[path]), "Content-Type": OCTET})
+            assert answer.status == 204, answer.status
+        assert sha256_file(server.upload_dir / path.rsplit("/", 1)[1]) == sha256(data)
+    refused_creation()  # what is left is under the reserve still
+

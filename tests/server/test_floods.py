@@ -1,5 +1,6 @@
-"""Floods of 6,000 slow connections against the production worker settings (two
-workers of 3,000 threads: 5,900 body places), each kind in turn: request heads
+"""Floods of 6,000 slow connections against the production worker settings, with
+two workers of 3,000 threads (5,900 body places, fewer than the flood's bodies),
+each kind in turn: request heads
 that never end (a byte every 10 s), connections that send nothing, and bodies
 that drip a byte every 20 s.  Meanwhile a probe makes a POST, a HEAD and a PATCH
 every 250 ms and a phone uploads at 8 KiB/s: every probe request succeeds, the

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 import pytest
 import requests
 from conftest import OCTET, TUS, Server, require_tool, sha256, start_gunicorn
+from support.jsclient import node_client, stored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -163,21 +164,46 @@ def test_delete_whose_tombstone_cannot_be_written_answers_204(server):
     assert requests.head(url, headers=TUS, timeout=10).status_code == 404
 
 
-def test_a_finish_that_failed_is_done_by_the_next_head(server):
+def test_a_finish_that_cannot_be_recorded_still_answers_success(server):
     """The last bytes arrive but marking the upload finished fails (the disk is
-    full): 507.  The next HEAD finishes it, once."""
+    full): the bytes are stored, so the PATCH answers 204 with the whole offset.
+    The finish is recorded once the disk takes it (by the background retry or the
+    next HEAD, whichever comes first), once."""
     data = os.urandom(5000)
     url = create(server, len(data))
     info = data_file(server, url).with_suffix(".info")
     with injected(server, "rename:error=ENOSPC"):  # the PATCH's only rename: the finish
         answer = patch(url, 0, data)
-    assert answer.status_code == 507, answer.text
-    assert not json.loads(info.read_text())["finished"]
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["Upload-Offset"] == str(len(data))
+        assert not json.loads(info.read_text())["finished"]
     assert offset_of(url) == len(data)
     assert json.loads(info.read_text())["finished"]
-    assert offset_of(url) == len(data)
     finished = [line for line in server.log().splitlines() if "upload.finished" in line]
     assert len(finished) == 1, finished
+
+
+def test_tus_js_client_reports_success_when_the_finish_cannot_be_recorded(server, tmp_path):
+    """Every rename in the worker fails with ENOSPC while tus-js-client uploads, so
+    the finished .info of its last PATCH cannot be written.  tus-js-client, allowed
+    no retry at all, reports success; the file's SHA-256 is right; and with no
+    request from anyone the upload ends up finished, post-finish logged once."""
+    source = tmp_path / "upload.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    with injected(server, "rename:error=ENOSPC"):
+        result = node_client("upload", server, source, options={"retryDelays": None})
+        info = stored(server, result["url"]).with_suffix(".info")
+        assert not json.loads(info.read_text())["finished"]
+    assert [request[0] for request in result["requests"]] == ["POST", "PATCH", "PATCH", "PATCH", "PATCH"]
+    assert all(request[3] in (201, 204) for request in result["requests"]), result["requests"]
+    assert sha256(stored(server, result["url"]).read_bytes()) == sha256(source.read_bytes())
+    deadline = time.monotonic() + 40
+    while not json.loads(info.read_text())["finished"]:  # the worker's background retry
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
+    log = server.log()
+    assert log.count("upload.finish_deferred") == 1, log[-3000:]
+    assert log.count("upload.finished") == 1, log[-3000:]
 
 
 def test_running_out_of_descriptors_in_accept_does_not_kill_the_worker(server):

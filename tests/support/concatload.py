@@ -40,16 +40,14 @@ class Workload:
 
 def plan(rng: random.Random, finals: int, shared: int, max_part: int = 200_000) -> Workload:
     """``finals`` layouts of 1 to 3 shared parts and 1 or 2 of their own (some of
-    deferred length, some empty), shuffled; every fifth names a part twice."""
+    deferred length, some empty), shuffled (a final names each part once)."""
     common = [Part(os.urandom(rng.randint(1, max_part))) for _ in range(shared)]
     layouts, parts = [], list(common)
-    for index in range(finals):
+    for _ in range(finals):
         own = [Part(os.urandom(rng.randint(0, max_part // 2)), deferred=rng.random() < 0.15)
                for _ in range(rng.randint(1, 2))]
         parts += own
         chosen = rng.sample(common, rng.randint(1, min(3, shared))) + own
-        if index % 5 == 0:
-            chosen.append(chosen[0])
         rng.shuffle(chosen)
         layouts.append(chosen)
     return Workload(parts, layouts)

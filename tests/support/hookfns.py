@@ -65,6 +65,7 @@ def authorize(event: dict) -> Any:
                                      "Header": {"WWW-Authenticate": "Bearer"}}}
         if upload["ID"] and upload["MetaData"].get("owner") != user:
             return {"RejectAccess": True}
+        return {"Identity": user}
     if event["Type"] == "pre-create":
         return {"ChangeFileInfo": {"MetaData": {**upload["MetaData"], "owner": user}}}
     return None

@@ -28,12 +28,15 @@ def test_capacity_of_the_settings(threads, reserved, connections, expected):
 
 @pytest.mark.parametrize("load, now, accept", [
     (Load(), 0.0, True),
-    (Load(requests=9, bodies=7), 0.0, True),
+    (Load(requests=7, bodies=7), 0.0, True),
+    (Load(requests=8, bodies=3), 0.0, False),                 # any running request may hold a body soon
     (Load(bodies=8), 0.0, False),                             # full: another worker may have room
     (Load(requests=10), 0.0, False),                          # every thread busy
     (Load(bodies=8, overflow_since=0.0), OVERFLOW_GRACE, True),   # waited the grace: taken and answered
     (Load(bodies=8, overflow_since=0.0), OVERFLOW_GRACE / 2, False),
     (Load(requests=10, overflow_since=0.0), 5.0, False),      # nothing would answer it
+    (Load(requests=6, bodies=6, fresh=2), 0.0, False),        # two just taken will send bodies soon
+    (Load(requests=6, bodies=6, fresh=1), 0.0, True),
     (Load(paused_until=1.0), 0.5, False),                     # out of descriptors a moment ago
     (Load(paused_until=1.0), 1.0, True),
     (Load(connections=100, sheddable=0), 0.0, False),         # at the cap with nothing to shed
@@ -43,7 +46,8 @@ def test_may_accept(load, now, accept):
     assert may_accept(CAP, load, now) is accept
 
 
-@pytest.mark.parametrize("load, room", [(Load(), True), (Load(bodies=8), False), (Load(requests=10), False)])
+@pytest.mark.parametrize("load, room", [(Load(), True), (Load(bodies=8), False), (Load(requests=8), False),
+                                        (Load(requests=7, fresh=1), False)])
 def test_has_room(load, room):
     assert has_room(CAP, load) is room
 

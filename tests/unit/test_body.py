@@ -484,15 +484,16 @@ def test_ambiguous_framing_is_refused(headers):
         body_length(headers)
 
 
-@pytest.mark.parametrize("rate, count, pause", [
-    (1024, 100, 5.0),             # a drip: the longest pause
-    (8 * 1024, 800, 4.0),         # a phone at 8 KiB/s: about 32 KiB gather in 4 s
-    (30 * 1024, 3000, 32 / 30),   # just below the trickle rate: about a second
-    (40 * 1024, 4000, 0.0),       # not trickling
-    (1024, 20_000, 0.0),          # a large read shows it is not trickling
+@pytest.mark.parametrize("rate, count, gathered, pause", [
+    (1024, 100, False, 5.0),             # a drip: the longest pause
+    (8 * 1024, 800, False, 4.0),         # a phone at 8 KiB/s: about 32 KiB gather in 4 s
+    (8 * 1024, 32 * 1024, True, 4.0),    # ... and what gathered in the pause keeps it paused
+    (30 * 1024, 3000, False, 32 / 30),   # just below the trickle rate: about a second
+    (40 * 1024, 4000, False, 0.0),       # not trickling
+    (1024, 20_000, False, 0.0),          # a large read without a pause shows it is not trickling
 ])
-def test_a_trickling_body_is_read_when_about_32_kib_can_have_gathered(rate, count, pause):
+def test_a_trickling_body_is_read_when_about_32_kib_can_have_gathered(rate, count, gathered, pause):
     body = BodyReader(ScriptedSocket(), b"", 10 << 20)
     body._started = time.monotonic() - 10
     body.received = rate * 10
-    assert body._pause_length(count) == pytest.approx(pause, rel=0.01)
+    assert body._pause_length(count, gathered) == pytest.approx(pause, rel=0.01)

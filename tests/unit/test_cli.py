@@ -71,7 +71,7 @@ def test_check_config_with_file(tmp_path, upload_dir):
 
 @pytest.mark.parametrize(("where", "key", "value"), [
     ("env", "max_size", "abc"), ("env", "fsync", "sometimes"), ("file", "expiration", "soon"),
-    ("file", "max_szie", "1K"),
+    ("file", "max_szie", "1K"), ("env", "expiration", "0.001s"),
 ])
 @pytest.mark.parametrize("command", ["check-config", "list", "cleanup"])
 def test_bad_config_exits_2_naming_the_key(tmp_path, upload_dir, where, key, value, command):
@@ -96,7 +96,8 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, upload_dir, where, key, val
 def test_list_table(tmp_path, upload_dir, uploads):
     result = run(tmp_path, upload_dir, "list", TUSWSGI_EXPIRATION="1h")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    table, summary = result.stdout.strip().split("\n\n")
+    lines = table.splitlines()
     assert lines[0].split()[:6] == ["ID", "FILENAME", "SIZE", "RECEIVED", "%", "STATE"]
     assert len(lines) == 4
     by_id = {line.split()[0]: line for line in lines[1:]}
@@ -106,6 +107,27 @@ def test_list_table(tmp_path, upload_dir, uploads):
     assert "part.bin" in by_id[uploads["partial"]]
     assert "30.0" in by_id[uploads["partial"]]
     assert "expired" in by_id[uploads["stale"]]
+    assert by_id[uploads["stale"]].endswith(" ago")  # its EXPIRES column: expired 1h ago
+    assert " in " in by_id[uploads["partial"]] and "expired" not in by_id[uploads["partial"]]
+    held, disk = summary.splitlines()
+    assert held == ("3 uploads: 1 unfinished hold 3 B (7 B more to come), 1 expired hold 2 B "
+                    "(tuswsgi cleanup removes them), 1 finished hold 5 B")
+    assert disk.startswith("disk: ") and disk.endswith("no disk_reserve: new uploads are accepted "
+                                                        "until the disk is full")
+
+
+def test_list_says_where_the_disk_reserve_stands(tmp_path, upload_dir, uploads):
+    result = run(tmp_path, upload_dir, "list", TUSWSGI_EXPIRATION="1h", TUSWSGI_DISK_RESERVE="2G")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("; new uploads are refused below 2.0 GiB free "
+                                           "(disk_reserve = 2147483648)")
+
+
+def test_check_config_warns_on_stderr_and_still_passes(tmp_path, upload_dir):
+    result = run(tmp_path, upload_dir, "check-config", TUSWSGI_CLEANUP_INTERVAL="5s")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("tuswsgi: configuration warning: cleanup_interval = 5s: ")
+    assert "cleanup_interval = 5.0" in result.stdout
 
 
 def test_list_json(tmp_path, upload_dir, uploads):

@@ -270,24 +270,77 @@ def test_importing_the_package_reads_no_config(tmp_path):
     assert result.stdout.strip()
 
 
-def test_gunicorn_with_bad_env_stops_with_message(tmp_path):
+@pytest.mark.parametrize(("key", "value"), [("max_size", "abc"), ("expiration", "0.001s")])
+def test_gunicorn_with_bad_env_stops_with_message(tmp_path, key, value):
+    """A value that cannot be parsed, or one the rules refuse, stops the server at boot."""
     pytest.importorskip("gunicorn")
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-w", "1", "-b", "127.0.0.1:0",
          "tuswsgi:app"], cwd=tmp_path,
-        env=clean_env(TUSWSGI_MAX_SIZE="abc", TUSWSGI_UPLOAD_DIR=str(tmp_path / "u"),
+        env=clean_env(**{"TUSWSGI_" + key.upper(): value}, TUSWSGI_UPLOAD_DIR=str(tmp_path / "u"),
                       PYTHONPATH=str(ROOT)),
         capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    named = [line for line in result.stderr.splitlines() if "max_size" in line]
+    named = [line for line in result.stderr.splitlines() if key in line]
     assert len(named) == 1, result.stderr
-    assert "abc" in named[0]
+    assert value in named[0]
+
+
+# -- rules: values valid alone that make the server unusable ------------------------------
+
+UNUSABLE = [
+    ({"expiration": "0.001s"}, ["expiration = 0.001s", "network_timeout = 60s"]),
+    ({"expiration": "1m", "network_timeout": "2m"}, ["expiration = 60s", "network_timeout = 120s"]),
+    ({"expiration": "30s", "network_timeout": "30s"}, ["expiration = 30s"]),
+    ({"network_timeout": "0.2s"}, ["network_timeout = 0.2s"]),
+    ({"head_timeout": "0.5s"}, ["head_timeout = 0.5s"]),
+    ({"max_head_size": "1K"}, ["max_head_size = 1024"]),
+    ({"cors_origins": "*", "cors_allow_credentials": "on"}, ["cors_allow_credentials = on"]),
+]
+
+
+@pytest.mark.parametrize(("values", "named"), UNUSABLE)
+def test_unusable_combinations_are_refused_naming_keys_and_values(values, named):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={}, **values)
+    message = str(info.value)
+    assert all(text in message for text in named), message
+    assert "\n" not in message
+
+
+def test_every_broken_rule_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={}, expiration="0.001s", head_timeout="0.1s")
+    assert "expiration = 0.001s" in str(info.value) and "head_timeout = 0.1s" in str(info.value)
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"expiration": "10m"}, "expiration = 600s"),
+    ({"cleanup_interval": "5s"}, "cleanup_interval = 5s"),
+    ({"lock_timeout": "0.5s"}, "lock_timeout = 0.5s"),
+])
+def test_likely_mistakes_are_warnings(values, named):
+    config = load_config(None, environ={}, **values)
+    assert len(config.warnings) == 1 and config.warnings[0].startswith(named), config.warnings
+
+
+def test_defaults_and_production_defaults_break_no_rule():
+    from tuswsgi.config import PRODUCTION_DEFAULTS, RULES
+    assert load_config(None, environ={}).warnings == ()
+    assert load_config(None, environ={}, **PRODUCTION_DEFAULTS).warnings == ()
+    assert all(rule.severity in ("error", "warning") and rule.when and rule.why for rule in RULES)
+    assert all(key in config.SETTINGS_BY_NAME for rule in RULES for key in rule.keys)
+
+
+def test_expiration_zero_is_no_expiry_and_breaks_no_rule():
+    assert load_config(None, environ={}, expiration="0", network_timeout="5m").warnings == ()
 
 
 def test_production_defaults_apply_only_where_the_operator_said_nothing(tmp_path):
     from tuswsgi.config import PRODUCTION_DEFAULTS, apply_defaults, configured
-    assert PRODUCTION_DEFAULTS == {"upload_page": "off"}
+    assert PRODUCTION_DEFAULTS == {"upload_page": "off", "client_creation_rate": "1000",
+                                   "client_max_unfinished": "1000", "disk_reserve": "5%"}
     ini = tmp_path / "tus.ini"
     ini.write_text("[tuswsgi]\ncleanup_interval = 5m\n[hooks]\ntimeout = 3s\n")
     environ = {"TUSWSGI_CONFIG": str(ini), "TUSWSGI_MAX_SIZE": "1G"}

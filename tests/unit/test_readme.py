@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT
 from support.docs import MARKER, anchors, blocks, broken_link, links, pages, shell_blocks, slug, steps
 
-from tuswsgi.config import SETTINGS
+from tuswsgi.config import RULES, SETTINGS
 from tuswsgi.errors import ERRORS
 
 DOCS = ROOT / "docs"
@@ -50,6 +50,15 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+def rules_table() -> str:
+    rows = ["| Settings | When | Start-up and `check-config` | Why |", "| --- | --- | --- | --- |"]
+    for rule in RULES:
+        verdict = "refuse" if rule.severity == "error" else "warn"
+        keys = ", ".join(f"`{key}`" for key in rule.keys)
+        rows.append(f"| {keys} | {rule.when} | {verdict} | {rule.why} |")
+    return "\n".join(rows)
+
+
 def error_table() -> str:
     rows = ["| Code | Status | Meaning |", "| --- | --- | --- |"]
     rows += [f"| `{code}` | {status} | {message} |" for code, (status, message) in ERRORS.items()]
@@ -71,12 +80,16 @@ def test_config_table_is_current():
     check_block(DOCS / "configuration.md", "config-table", config_table())
 
 
+def test_rules_table_is_current():
+    check_block(DOCS / "configuration.md", "config-rules", rules_table())
+
+
 def test_error_table_is_current():
     check_block(DOCS / "errors.md", "error-table", error_table())
 
 
 def test_each_generated_table_lives_in_one_place():
-    for name in ("config-table", "error-table"):
+    for name in ("config-table", "config-rules", "error-table"):
         holders = [page.name for page in pages()
                    if f"<!-- {name}:start -->" in page.read_text(encoding="utf-8")]
         assert len(holders) == 1, (name, holders)

@@ -10,7 +10,12 @@ or slow-head connection is shed to make room for a new one.
 
 Placement across workers: a worker takes new connections only while it has
 room for another request with a body, so a connection never waits in a full
-worker while another one is free.  When every worker is full, a connection
+worker while another one is free.  Connections it took in the last
+:data:`FRESH` seconds that have not sent a head yet count as requests to come:
+a burst of uploads arriving at once is spread over the workers instead of all
+landing in the one that woke first (a connection slower than that to send its
+head no longer counts, so slow heads cannot stop a worker accepting).  When
+every worker is full, a connection
 that waited :data:`OVERFLOW_GRACE` is taken anyway and answered: its body gets
 the place of the slowest body below the minimum rate, if there is one, else
 ``503`` with ``Retry-After``.
@@ -24,6 +29,8 @@ from typing import Iterable, Optional, TypeVar
 #: When every worker is full, a connection waits this long before a full worker
 #: takes it anyway (to serve it if it has no body, or answer its body).
 OVERFLOW_GRACE = 0.25
+#: How long a new connection that has not sent its head counts as a request to come.
+FRESH = 0.5
 
 Holder = TypeVar("Holder")
 
@@ -47,8 +54,9 @@ class Capacity:
 class Load:
     """What a worker holds now.
 
-    ``requests``: heads handed to threads (running or queued); ``bodies``:
-    body places taken; ``connections``: open client sockets; ``sheddable``: how
+    ``requests``: heads handed to threads (running or queued); ``fresh``:
+    connections taken in the last :data:`FRESH` seconds that have sent no head
+    yet; ``bodies``: body places taken; ``connections``: open client sockets; ``sheddable``: how
     many of those wait idle or for a slow head; ``overflow_since``: since when
     connections have waited in the listen queue while the worker was full
     (``None``: not seen); ``paused_until``: accepting failed for want of
@@ -56,6 +64,7 @@ class Load:
     """
 
     requests: int = 0
+    fresh: int = 0
     bodies: int = 0
     connections: int = 0
     sheddable: int = 0
@@ -64,8 +73,9 @@ class Load:
 
 
 def has_room(capacity: Capacity, load: Load) -> bool:
-    """Room for one more request with a body."""
-    return load.requests < capacity.threads and load.bodies < capacity.body_slots
+    """Room for one more request with a body, after the ones about to come: any
+    request running may be one (a thread has yet to take its body's place)."""
+    return load.requests + load.fresh < capacity.body_slots and load.bodies < capacity.body_slots
 
 
 def may_accept(capacity: Capacity, load: Load, now: float) -> bool:
@@ -77,7 +87,7 @@ def may_accept(capacity: Capacity, load: Load, now: float) -> bool:
     if has_room(capacity, load):
         return True
     waited = load.overflow_since is not None and now - load.overflow_since >= OVERFLOW_GRACE
-    return waited and load.requests < capacity.threads
+    return waited and load.requests + load.fresh < capacity.threads
 
 
 def must_shed(capacity: Capacity, load: Load) -> bool:

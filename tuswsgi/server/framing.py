@@ -361,7 +361,8 @@ class BodyReader:
             data = bytes(self._buffer[:size])
             del self._buffer[:size]
             return data
-        want = min(size, self._recv_size)
+        gathered = self._pause_for > 0  # bytes gathered for a while: take them in one read
+        want = min(size, max(self._recv_size, 2 * BATCH_TARGET) if gathered else self._recv_size)
         data = self._recv(want)
         if not data:
             raise self._ended()
@@ -369,7 +370,7 @@ class BodyReader:
             self._recv_size = min(self._recv_size * 2, MAX_RECV)
         elif len(data) * 4 < self._recv_size:
             self._recv_size = max(self._recv_size // 2, MIN_RECV)
-        self._pause_for = self._pause_length(len(data))
+        self._pause_for = self._pause_length(len(data), gathered)
         return data
 
     def _ended(self) -> Exception:
@@ -377,12 +378,13 @@ class BodyReader:
             return TooSlow("stopped for a new body while below the minimum rate")
         return BodyEnded(f"connection ended after {self.received} body bytes")
 
-    def _pause_length(self, count: int) -> float:
+    def _pause_length(self, count: int, gathered: bool = False) -> float:
         """How long the body's bytes may gather before the next read: 0 unless it
-        trickles (slower than TRICKLE_RATE, judged after BATCH_WAIT); then the
-        time BATCH_TARGET bytes take at its rate, within BATCH_WAIT..MAX_PAUSE."""
+        trickles (slower than TRICKLE_RATE, judged after BATCH_WAIT; a large read
+        that did not follow a pause shows it does not); then the time
+        BATCH_TARGET bytes take at its rate, within BATCH_WAIT..MAX_PAUSE."""
         elapsed = time.monotonic() - self._started
-        if not self._batch_wait or self._woken or count >= BATCH_BYTES \
+        if not self._batch_wait or self._woken or (count >= BATCH_BYTES and not gathered) \
                 or elapsed < self._batch_wait:
             return 0.0
         rate = self.received / elapsed

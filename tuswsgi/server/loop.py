@@ -19,6 +19,7 @@ lingering, idle or slow-head connection is closed to make room.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -35,7 +36,7 @@ from enum import Enum
 from typing import Any, Callable, Iterator, Optional
 
 from ..errors import ERRORS
-from .admission import OVERFLOW_GRACE, Capacity, Load, evictable, has_room, may_accept, must_shed
+from .admission import FRESH, OVERFLOW_GRACE, Capacity, Load, evictable, has_room, may_accept, must_shed
 from .framing import BodyReader, head_end
 from .pool import ThreadPool
 from .wire import Wire
@@ -166,6 +167,7 @@ class Loop:
         self.idle: OrderedDict[Conn, None] = OrderedDict()
         self.lingering: OrderedDict[Conn, float] = OrderedDict()  # to the close at the latest
         self.busy: set[Conn] = set()
+        self.fresh: collections.deque[Conn] = collections.deque()  # taken in the last FRESH s
         self._done: queue.SimpleQueue[tuple[Conn, Verdict]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
@@ -228,10 +230,16 @@ class Loop:
 
     # -- admission ------------------------------------------------------------------
     def load(self) -> Load:
-        return Load(requests=len(self.busy), bodies=len(self.places),
+        return Load(requests=len(self.busy), fresh=self._fresh(self.clock()), bodies=len(self.places),
                     connections=len(self.heads) + len(self.idle) + len(self.lingering) + len(self.busy),
                     sheddable=len(self.heads) + len(self.idle) + len(self.lingering),
                     overflow_since=self._overflow_since, paused_until=self._paused_until)
+
+    def _fresh(self, now: float) -> int:
+        """Connections taken in the last FRESH seconds still waiting for their first head."""
+        while self.fresh and now - self.fresh[0].since > FRESH:
+            self.fresh.popleft()
+        return sum(1 for conn in self.fresh if conn.requests == 0 and conn.state in ("tls", "head"))
 
     def _admit(self, now: float) -> None:
         """Listen while admission says so; while full, watch the listen queue
@@ -289,6 +297,7 @@ class Loop:
         conn = Conn(sock, address, server, self.send_timeout)
         conn.state = "tls" if self.tls is not None else "head"
         self._wait(conn, self.heads, now, self.timeouts.head)
+        self.fresh.append(conn)
         self.selector.register(sock, selectors.EVENT_READ, conn)
 
     def _shed_one(self) -> None:
