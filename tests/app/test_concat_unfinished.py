@@ -4,6 +4,7 @@ several gunicorn workers, in parallel: tests/server/test_concat_unfinished_e2e.p
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -11,6 +12,8 @@ import pytest
 from conftest import TUS, create, data_file, patch
 from support import hookfns
 from werkzeug.test import Client
+
+from tuswsgi.retry import Retrier
 
 
 def partial(client, length=None, data: bytes = b"") -> str:
@@ -318,3 +321,41 @@ def test_post_create_of_a_final_sees_what_it_holds(hooked, sent, offset):
     created = [e for e in hookfns.of_type("post-create") if e["Event"]["Upload"]["ID"] == final_id]
     assert [e["Event"]["Upload"]["Offset"] for e in created] == [offset]
     assert finishes(app, final) == (1 if offset == 6 else 0)
+
+
+# -- a part whose finish is recorded later (tests/app/test_finish.py) --------------------------
+
+class _FullDisk:
+    """``store.mark_finished`` fails with ENOSPC for ``upload_id`` while ``full``."""
+
+    def __init__(self, store, upload_id: str) -> None:
+        self.full, self.upload_id = True, upload_id
+        self._mark = store.mark_finished
+        store.mark_finished = self
+
+    def __call__(self, info) -> None:
+        if self.full and info.id == self.upload_id:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._mark(info)
+
+
+@pytest.mark.parametrize("finisher", ["retry", "cleanup"])
+def test_a_part_finished_later_assembles_its_finals(make_app, upload_dir, finisher):
+    """The part's last PATCH succeeds while its finish cannot be recorded; the final
+    waits (the part is not accepted yet), and is assembled by whichever records
+    the part's finish: the background retry, or another process's cleanup pass."""
+    app = make_app()
+    app.service.retrier = Retrier(first=3600, longest=3600)
+    client = Client(app)
+    a = partial(client, 2)
+    final = final_of(client, [a])
+    disk = _FullDisk(app.service.store, a.rsplit("/", 1)[1])
+    assert patch(client, a, b"ab", 0).status_code == 204
+    assert data_file(upload_dir, final).read_bytes() == b""
+    disk.full = False
+    if finisher == "retry":
+        assert app.service._retry_finish(a.rsplit("/", 1)[1], None) is True
+    else:
+        assert (a.rsplit("/", 1)[1], "finished") in make_app().service.cleanup()
+    assert data_file(upload_dir, final).read_bytes() == b"ab"
+    assert state(client, final) == ("2", "2")
