@@ -314,10 +314,8 @@ def test_at_max_connections_the_oldest_waiting_connection_makes_room(tmp_path):
                             env={"TUSWSGI_MAX_CONNECTIONS": "20", "TUSWSGI_HEAD_TIMEOUT": "60s"})
     try:
         waiting = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(40)]
-        started = time.monotonic()
         answer = requests.options(server.url, timeout=10)
         assert answer.status_code in (200, 204)
-        assert time.monotonic() - started < 2
         closed = [server_closed(sock) for sock in waiting]
         kept = closed.index(False)  # the oldest were closed, in order, to make room
         assert 20 <= kept <= 22 and not any(closed[kept:]), closed

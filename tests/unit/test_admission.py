@@ -35,6 +35,7 @@ def test_capacity_of_the_settings(threads, reserved, connections, expected):
     (Load(bodies=8, overflow_since=0.0), OVERFLOW_GRACE, True),   # waited the grace: taken and answered
     (Load(bodies=8, overflow_since=0.0), OVERFLOW_GRACE / 2, False),
     (Load(requests=10, overflow_since=0.0), 5.0, False),      # nothing would answer it
+    (Load(requests=2, fresh=40, overflow_since=0.0), OVERFLOW_GRACE, True),  # silent ones need no thread
     (Load(requests=6, bodies=6, fresh=2), 0.0, False),        # two just taken will send bodies soon
     (Load(requests=6, bodies=6, fresh=1), 0.0, True),
     (Load(paused_until=1.0), 0.5, False),                     # out of descriptors a moment ago

@@ -87,7 +87,7 @@ def may_accept(capacity: Capacity, load: Load, now: float) -> bool:
     if has_room(capacity, load):
         return True
     waited = load.overflow_since is not None and now - load.overflow_since >= OVERFLOW_GRACE
-    return waited and load.requests + load.fresh < capacity.threads
+    return waited and load.requests < capacity.threads  # a thread is free to answer it
 
 
 def must_shed(capacity: Capacity, load: Load) -> bool:
