@@ -134,6 +134,20 @@ class RequestBody:
     def is_chunked(self) -> bool:
         return self.length is None
 
+    @property
+    def reads_trailers(self) -> bool:
+        """Whether a chunked body's trailer section reaches us: only through tuswsgi's
+        worker.  Other WSGI servers parse it and drop it (PEP 3333 has no place
+        for it), so there a trailer is simply never seen."""
+        return self._framed is not None
+
+    def trailer(self, name: str) -> list[str]:
+        """The values of trailer field ``name`` (any case), once the body ended."""
+        if self._framed is None:
+            return []
+        wanted = name.lower()
+        return [value for field, value in self._framed.trailers if field.lower() == wanted]
+
     def read(self, size: int) -> bytes:
         if self._stop is not None and (self._framed is None
                                        or time.monotonic() >= self._stop_at + self._drain[1]):

@@ -191,6 +191,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How often a worker sweeps expired uploads in passing; 0 disables (use `tuswsgi cleanup`)."),
     Setting("checksum_algorithms", "md5,sha1,sha256,sha512,crc32", parse_checksums,
             "Algorithms accepted in Upload-Checksum (checksum extension)."),
+    Setting("checksum_trailer", "on", parse_bool,
+            "Offer checksum-trailer (Upload-Checksum as a trailer of a chunked body; needs "
+            "tuswsgi's gunicorn worker). Turn it off behind a proxy that drops request "
+            "trailers, as nginx does."),
     Setting("download", "on", parse_bool,
             "Serve finished uploads with GET (Range, ETag, safe Content-Disposition)."),
     Setting("cors_origins", "*", parse_list,

@@ -35,6 +35,16 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_CONCAT_REPEATED_PART": (400, "a final upload names the same partial upload more than once"),
     "ERR_INVALID_CHECKSUM": (400, "Upload-Checksum is malformed"),
     "ERR_UNSUPPORTED_CHECKSUM": (400, "checksum algorithm not supported"),
+    "ERR_CHECKSUM_TWICE": (400, "send Upload-Checksum as a header or as a trailer, not both"),
+    "ERR_TRAILER_NOT_ANNOUNCED": (400, "an Upload-Checksum trailer must be announced with "
+                                       "Trailer: Upload-Checksum"),
+    "ERR_TRAILER_MISSING": (400, "the announced Upload-Checksum trailer did not arrive "
+                                 "(a proxy may have dropped it)"),
+    "ERR_TRAILER_UNAVAILABLE": (400, "an Upload-Checksum trailer needs a chunked body and a "
+                                     "server that passes trailers on"),
+    "ERR_MALFORMED_DIGEST": (400, "Content-Digest or Repr-Digest is malformed"),
+    "ERR_UNSUPPORTED_DIGEST": (400, "no digest algorithm this server verifies (sha-256, sha-512)"),
+    "ERR_INVALID_DIGEST": (400, "a digest has the wrong length for its algorithm"),
     "ERR_INVALID_CONTENT_TYPE": (415, "Content-Type must be application/offset+octet-stream"),
     "ERR_INVALID_PARTIAL_UPLOAD_TYPE": (415, "Content-Type must be application/partial-upload"),
     "ERR_INVALID_METHOD_OVERRIDE": (400, "X-HTTP-Method-Override names an unsupported method"),
@@ -55,6 +65,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ERR_RANGE_NOT_SATISFIABLE": (416, "Range lies outside the upload"),
     "ERR_DOWNLOAD_DISABLED": (405, "downloads are disabled on this server"),
     "ERR_CHECKSUM_MISMATCH": (460, "checksum of the received data does not match Upload-Checksum"),
+    "ERR_DIGEST_MISMATCH": (400, "the received data does not match Content-Digest or Repr-Digest"),
     "ERR_UPLOAD_LOCKED": (423, "upload is in use by another request"),
     "ERR_UPLOAD_INTERRUPTED": (400, "request was interrupted by a newer request for this upload"),
     "ERR_SERVER_SHUTDOWN": (503, "server is shutting down; resume from the reported offset"),
@@ -126,9 +137,11 @@ class TusError(HTTPException):
         return f"{self.error_code}: {self.description}\n"
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        # The offset a client must resume from, so a 409 needs no HEAD after it.
+        offset = [] if self.expected_offset is None else [("Upload-Offset", str(self.expected_offset))]
         if any(name.lower() == "content-type" for name, _ in self.extra_headers):
-            return list(self.extra_headers)  # e.g. a hook's own JSON body
-        return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers]
+            return [*self.extra_headers, *offset]  # e.g. a hook's own JSON body
+        return [("Content-Type", "text/plain; charset=utf-8"), *self.extra_headers, *offset]
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:  # type: ignore[override]
         status = f"{self.code} {self.name}"

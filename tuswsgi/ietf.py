@@ -20,14 +20,18 @@ What differs between interop versions (``Upload-Draft-Interop-Version``):
       pre-finish), ``?0`` on every protocol error (a 409 always); no
       ``completed-upload`` problem type (an append to a finished upload is a
       409 at another offset, a 400 with bytes, a replay of the final 200 when
-      empty); ``Incremental`` may be sent and is ignored
+      empty); ``Incremental`` may be sent and is ignored; an append past the
+      known length makes the upload invalid (it answers 410 from then on)
 ====  =======================================================================
 
 A request with no interop version but with ``Upload-Complete``/``Upload-Incomplete``
 or ``Content-Type: application/partial-upload`` is treated as the latest version,
 without the 104 interim response (the drafts allow it only with a matching
-version).  Errors are ``application/problem+json`` carrying the problem type the
-draft defines (or ``about:blank``) and tuswsgi's stable ``code``.
+version); so is a ``HEAD``, ``PATCH``, ``DELETE`` or ``GET`` of an upload that names
+no protocol at all, as a client of the final RFC sends them (see
+:func:`interop_version`).  Errors are ``application/problem+json`` carrying the
+problem type the draft defines, or one of the digest problem types, or
+``about:blank``, and tuswsgi's stable ``code``.
 """
 
 from __future__ import annotations
@@ -36,17 +40,18 @@ import json
 import re
 import time
 from email.message import Message
-from typing import Optional
+from typing import Callable, Optional
 
 from werkzeug.wrappers import Request
 
 from .body import RequestBody
+from .digests import parse_digests
 from .errors import TusError
 from .frontend import request_body, send_interim, upload_url
 from .hooks import RequestInfo
-from .protocol import encode_metadata, is_media_type, parse_metadata
+from .protocol import PATCH_CONTENT_TYPE, encode_metadata, is_media_type, parse_metadata
 from .responses import Response
-from .service import UploadRequest, UploadService
+from .service import Checksum, UploadRequest, UploadService
 from .upload import UploadInfo
 
 SUPPORTED_VERSIONS = range(3, 10)
@@ -59,7 +64,13 @@ PROBLEM_TYPES = {
     "ERR_MISMATCHED_OFFSET": "mismatching-upload-offset",
     "ERR_INCONSISTENT_LENGTH": "inconsistent-upload-length",
     "ERR_SIZE_EXCEEDED": "inconsistent-upload-length",
+    "ERR_LENGTH_ALREADY_SET": "inconsistent-upload-length",  # another request said otherwise
+    "ERR_LENGTH_TOO_SMALL": "inconsistent-upload-length",    # below the bytes received
     "ERR_UPLOAD_COMPLETED": "completed-upload",  # before interop 9 only
+    # draft-ietf-httpapi-digest-fields-problem-types
+    "ERR_DIGEST_MISMATCH": "digest-mismatched-values",
+    "ERR_INVALID_DIGEST": "digest-invalid-values",
+    "ERR_UNSUPPORTED_DIGEST": "digest-unsupported-algorithms",
 }
 
 #: Errors that are the target resource's own answer (the application refused the
@@ -69,21 +80,40 @@ TARGET_ERRORS = frozenset({"ERR_UPLOAD_REJECTED"})
 
 #: Draft request headers a browser may send (CORS) and response headers it may read.
 ALLOWED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
-                   "Upload-Offset", "Upload-Length", "Content-Disposition", "Incremental")
+                   "Upload-Offset", "Upload-Length", "Content-Disposition", "Incremental",
+                   "Content-Digest", "Repr-Digest")
 EXPOSED_HEADERS = ("Upload-Complete", "Upload-Incomplete", "Upload-Draft-Interop-Version",
                    "Upload-Limit", "Upload-Offset", "Upload-Length", "Location")
 
 _SF_INTEGER = re.compile(r"[0-9]{1,15}")
 
+#: The tus download handler: ``(request, hook, upload_id) -> response``.
+Download = Callable[[Request, Optional[RequestInfo], str], Response]
 
-def interop_version(request: Request) -> Optional[int]:
-    """The draft version a request speaks, ``None`` for tus (or plain HTTP).
 
-    Raises 400 for a version this server does not implement.
+#: Request headers only tus defines: a request carrying one is tus even without
+#: ``Tus-Resumable`` (and then refused with 412, as tus requires).
+TUS_ONLY_HEADERS = ("Upload-Defer-Length", "Upload-Concat", "Upload-Checksum")
+#: Methods a client of the final RFC sends to an upload with no version header.
+UPLOAD_METHODS = ("HEAD", "PATCH", "DELETE", "GET")
+
+
+def interop_version(request: Request, method: Optional[str] = None) -> Optional[int]:
+    """The draft version a request speaks, ``None`` for tus; the rules, in order:
+
+    ``Tus-Resumable`` means tus; ``Upload-Draft-Interop-Version`` names the draft
+    (400 for one this server does not implement); ``Upload-Complete``,
+    ``Upload-Incomplete`` or ``Content-Type: application/partial-upload`` mean the
+    latest draft; a header only tus defines (or tus's PATCH media type) means tus;
+    any other ``HEAD``, ``PATCH``, ``DELETE`` or ``GET`` of an upload is the latest
+    draft, which is what a client of the final RFC sends (the interop header
+    exists only while the draft is a draft).  What is left (a ``POST`` naming no
+    protocol) is tus, which answers 412.
     """
-    if "Tus-Resumable" in request.headers:
+    headers = request.headers
+    if "Tus-Resumable" in headers:
         return None
-    raw = request.headers.get("Upload-Draft-Interop-Version")
+    raw = headers.get("Upload-Draft-Interop-Version")
     if raw is not None:
         raw = raw.strip()
         if _SF_INTEGER.fullmatch(raw) and int(raw) in SUPPORTED_VERSIONS:
@@ -91,10 +121,18 @@ def interop_version(request: Request) -> Optional[int]:
         raise TusError("ERR_UNSUPPORTED_INTEROP_VERSION",
                        f"got {raw[:20]!r}; supported {SUPPORTED_VERSIONS[0]} to {LATEST_VERSION}",
                        headers=[("Upload-Draft-Interop-Version", str(LATEST_VERSION))])
-    if "Upload-Complete" in request.headers or "Upload-Incomplete" in request.headers \
+    if "Upload-Complete" in headers or "Upload-Incomplete" in headers \
             or request.mimetype == PARTIAL_UPLOAD_TYPE:
         return LATEST_VERSION
-    return None
+    if request.mimetype == PATCH_CONTENT_TYPE or any(name in headers for name in TUS_ONLY_HEADERS):
+        return None
+    return LATEST_VERSION if (method or request.method) in UPLOAD_METHODS else None
+
+
+def names_version(request: Request) -> bool:
+    """Whether the request named its interop version (else it is a final-RFC client's,
+    or one with only the draft's completion header)."""
+    return "Upload-Draft-Interop-Version" in request.headers
 
 
 def parse_sf_boolean(value: str) -> bool:
@@ -118,9 +156,10 @@ def parse_sf_integer(value: Optional[str], error_code: str) -> Optional[int]:
 class IetfHandlers:
     """One handler per method; ``version`` is the request's interop version."""
 
-    def __init__(self, service: UploadService) -> None:
+    def __init__(self, service: UploadService, download: Optional[Download] = None) -> None:
         self.service = service
         self.config = service.config
+        self._download = download
 
     # -- helpers: the draft's headers --------------------------------------------
     def upload_limit(self, version: int, info: Optional[UploadInfo] = None) -> str:
@@ -192,12 +231,29 @@ class IetfHandlers:
             length = 0 if length is None else length
         outcome = self.service.create(
             UploadRequest(body=body, length=length, complete=complete,
+                          checksums=self._digests(request, whole=complete),
                           metadata=self._metadata(request), hook=hook),
             on_created=lambda info: self._send_104(request, version, info))
         response = Response(status=201, headers=self._state_headers(version, outcome.info))
         response.headers["Location"] = upload_url(request, self.config.base_path, outcome.info.id)
         response.headers.extend(outcome.headers.items())
         return response
+
+    @staticmethod
+    def _digests(request: Request, *, whole: bool) -> tuple[Checksum, ...]:
+        """What the body must hash to: ``Content-Digest`` (this request's content),
+        and ``Repr-Digest`` when the content is the whole representation (it starts
+        at offset 0 and completes the upload); otherwise ``Repr-Digest`` describes
+        bytes this request does not carry, and is only checked for form."""
+        checksums: list[Checksum] = []
+        for field in ("Content-Digest", "Repr-Digest"):
+            value = request.headers.get(field)
+            if value is None:
+                continue
+            digests = parse_digests(field, value)
+            if field == "Content-Digest" or whole:
+                checksums += [Checksum(name, digest, "ERR_DIGEST_MISMATCH") for name, digest in digests]
+        return tuple(checksums)
 
     def _metadata(self, request: Request) -> list[tuple[str, Optional[str]]]:
         """tus-style ``Upload-Metadata`` (tus-js-client sends it) plus the draft's
@@ -240,7 +296,21 @@ class IetfHandlers:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    get = head  # the latest draft allows GET for offset retrieval
+    def get(self, request: Request, hook: Optional[RequestInfo], version: int,
+            upload_id: str) -> Response:
+        """Offset retrieval, as the drafts from interop 8 allow; a GET that names no
+        version is also what a browser sends for a download link, so a finished
+        upload is downloaded (the draft leaves a GET's content undefined), with the
+        offset retrieval's headers, and any other is answered like ``HEAD``."""
+        if names_version(request) or self._download is None or not self.config.download:
+            return self.head(request, hook, version, upload_id)
+        info = self.service.get(upload_id)
+        if not info.is_complete:
+            return self.head(request, hook, version, upload_id)
+        response = self._download(request, hook, upload_id)
+        if 200 <= response.status_code < 300:
+            response.headers.extend(self._state_headers(version, info))
+        return response
 
     # -- append ----------------------------------------------------------------------
     def patch(self, request: Request, hook: Optional[RequestInfo], version: int,
@@ -252,14 +322,23 @@ class IetfHandlers:
             raise TusError("ERR_INVALID_OFFSET", "header is missing")
         complete = self._request_complete(request, version, required=version >= 7)
         length = parse_sf_integer(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
+        checksums = self._digests(request, whole=complete and offset == 0)
         body = request_body(request, self.config.network_timeout)
         current = self.service.get(upload_id)
         if current.is_complete and current.finished:
             if version >= 9:
                 return self._append_to_finished(current, offset, body)
             return self._append_to_completed(version, current, offset, body)
-        outcome = self.service.append(upload_id, UploadRequest(
-            body=body, offset=offset, length=length, complete=complete, hook=hook))
+        try:
+            outcome = self.service.append(upload_id, UploadRequest(
+                body=body, offset=offset, length=length, complete=complete,
+                checksums=checksums, hook=hook))
+        except TusError as error:
+            if version >= 9 and error.error_code == "ERR_SIZE_EXCEEDED":
+                # "marking the upload resource invalid and rejecting any further
+                # interaction with it": from now on it answers as a cancelled one.
+                self.service.invalidate(upload_id)
+            raise
         info = outcome.info
         # interop 3-6 answer appends with 201; from 7 a completing append gets the
         # target's own answer (200) and an incomplete one 204

@@ -123,19 +123,26 @@ def new_hasher(algorithm: str) -> Hasher:
 
 
 def parse_checksum(value: Optional[str], allowed: tuple[str, ...]) -> Optional[tuple[str, bytes]]:
-    """``Upload-Checksum: <algorithm> <base64 digest>`` → ``(algorithm, digest)``."""
+    """``Upload-Checksum: <algorithm> <base64 digest>`` → ``(algorithm, digest)``.
+
+    A digest of the wrong length for its algorithm is a 460, not a 400: the
+    header is well-formed, and no body can match it (tus's conformance suites
+    expect the mismatch)."""
     if value is None:
         return None
     algorithm, _, encoded = value.strip().partition(" ")
     algorithm = algorithm.lower()
     if algorithm not in allowed:
         raise TusError("ERR_UNSUPPORTED_CHECKSUM", f"supported: {','.join(allowed)}")
+    if not encoded.strip():
+        raise TusError("ERR_INVALID_CHECKSUM", "the digest is missing")
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise TusError("ERR_INVALID_CHECKSUM", "digest is not valid base64") from None
-    if len(digest) != _DIGEST_SIZES[algorithm]:
-        raise TusError("ERR_INVALID_CHECKSUM", f"a {algorithm} digest has {_DIGEST_SIZES[algorithm]} bytes")
+    if len(digest) != _DIGEST_SIZES[algorithm]:  # well-formed, but no body can match it
+        raise TusError("ERR_CHECKSUM_MISMATCH",
+                       f"a {algorithm} digest has {_DIGEST_SIZES[algorithm]} bytes, not {len(digest)}")
     return algorithm, digest
 
 

@@ -19,9 +19,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Optional, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Protocol
 
 from .body import BodyInterrupted, BodyMalformed, BodyTimeout, BodyTooSlow, ClientGone, RequestBody
+from .concat import Part, plan_final
 from .config import Config
 from .errors import TusError
 from .hooks import HookAnswer, HookError, RequestInfo, hooks_from_config
@@ -50,8 +51,26 @@ log = logging.getLogger("tuswsgi")
 
 @dataclass(frozen=True)
 class Checksum:
+    """A digest the received bytes must have; ``mismatch`` is the error code when
+    they do not (tus: 460 ``ERR_CHECKSUM_MISMATCH``; the draft: a 400)."""
+
     algorithm: str
     digest: bytes
+    mismatch: str = "ERR_CHECKSUM_MISMATCH"
+
+
+@dataclass(frozen=True)
+class LateChecksum:
+    """A checksum that arrives after the body (tus's checksum-trailer).
+
+    While it is unknown, the body is hashed with each of ``algorithms``; once the
+    body ended, ``read()`` returns it (``None``: none came) or raises the
+    :class:`TusError` that refuses the chunk.  With no ``algorithms`` none was
+    announced, and ``read()`` only refuses one that came anyway.
+    """
+
+    algorithms: tuple[str, ...]
+    read: Callable[[], Optional[Checksum]]
 
 
 @dataclass(frozen=True)
@@ -60,17 +79,30 @@ class UploadRequest:
 
     ``offset``: where the body goes (appends); ``length``: the upload's length,
     given at creation or declared now; ``complete``: the body ends the upload (the
-    IETF draft's ``Upload-Complete: ?1``); ``hook``: what hooks see of the request.
+    IETF draft's ``Upload-Complete: ?1``); ``checksums``: digests the body must
+    have, and ``late_checksum`` one that follows it; ``hook``: what hooks see of
+    the request.
     """
 
     body: Optional[RequestBody] = None
     offset: int = 0
     length: Optional[int] = None
     complete: bool = False
-    checksum: Optional[Checksum] = None
+    checksums: tuple[Checksum, ...] = ()
+    late_checksum: Optional[LateChecksum] = None
     metadata: list[tuple[str, Optional[str]]] = field(default_factory=list)
     concat: Optional[str] = None
     hook: Optional[RequestInfo] = None
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What assembling a final did: ``headers`` from its ``pre-finish``; whether
+    nothing is left to wait for (``complete``); else the part it is ``waiting_for``."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
+    waiting_for: Optional[str] = None
 
 
 @dataclass
@@ -141,13 +173,31 @@ class UploadService:
         An upload whose last bytes arrived but whose finish failed (a hook, or the
         disk, refused it) is finished now, so every complete upload gets its
         ``pre-finish``/``post-finish`` once, whatever went wrong before."""
+        finishing = False
         with self.locked(upload_id) as info:
-            if info.is_complete and not info.finished:
+            if info.concat == "final":
+                self._assemble_for_head(info, req.hook)
+            elif info.is_complete and not info.finished:
+                finishing = True
                 try:
                     self._finish(info, req.hook)
                 except (TusError, OSError) as exc:
                     log.error("finishing %s failed again: %s", upload_id, exc)
-            return info
+        if finishing and info.concat == "partial" and info.finished:
+            self._assemble_waiting(info.id, req.hook)
+        return info
+
+    def _assemble_for_head(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
+        """A final's offset is what it holds: assemble first (a worker that finished
+        a part may have died before it did), and answer 410 if it can never complete."""
+        try:
+            self._assemble_locked(info, hook)
+        except TusError as exc:
+            if exc.error_code == "ERR_UPLOAD_GONE":
+                raise
+            log.error("assembling %s failed: %s", info.id, exc)
+        except OSError as exc:
+            log.error("assembling %s failed: %s", info.id, exc)
 
     # -- hooks -------------------------------------------------------------
     def _hook_event(self, event_type: str, info: Optional[UploadInfo],
@@ -266,10 +316,13 @@ class UploadService:
         info.id = UploadId(answer.change_id) if answer.change_id else new_upload_id()
 
     def _created(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
+        self._announce(info, hook)
+        return self._finish_stored(info, hook) if info.is_complete else {}
+
+    def _announce(self, info: UploadInfo, hook: Optional[RequestInfo]) -> None:
         self.metrics.upload_event("created")
         log_event("upload.created", upload=info.id, length=info.length, kind=info.concat)
         self._notify("post-create", info, hook)
-        return self._finish_stored(info, hook) if info.is_complete else {}
 
     # -- finishing -----------------------------------------------------------
     def _finish(self, info: UploadInfo, hook: Optional[RequestInfo]) -> dict[str, str]:
@@ -334,9 +387,9 @@ class UploadService:
         try:
             with self.locker.hold(upload_id, 0):
                 info = self.store.get(upload_id)
-                if info.is_complete and not info.finished:
+                finishing = info.is_complete and not info.finished
+                if finishing:
                     self._record_finish(info, hook)
-                return True
         except (UploadNotFound, UploadGone):
             return True
         except LockTimeout:
@@ -344,29 +397,49 @@ class UploadService:
         except OSError as exc:
             log.warning("finishing %s failed again: %s", upload_id, exc.strerror)
             return False
+        if finishing and info.concat == "partial":  # finals wait for it
+            self._assemble_waiting(upload_id, hook)
+        return True
 
     def _is_unfinished(self, info: UploadInfo) -> bool:
         """Complete, but its finish was never recorded nor refused."""
         return info.is_complete and not (info.finished or info.finish_refused or info.is_gone)
 
+    # -- concatenation -------------------------------------------------------
     def concatenate(self, part_ids: list[str], req: UploadRequest) -> Outcome:
+        """A final upload of ``part_ids``, in order, created at once even while parts
+        are unfinished (concatenation-unfinished): it assembles itself as they
+        finish, and is finished (``post-finish``, once) with the last of them."""
         check_parts(part_ids, self.config.max_concat_parts)
         self._admit(req.hook)
         parts = [self._part(part_id) for part_id in part_ids]
-        length = sum(part.length or 0 for part in parts)
-        check_size(length, self.limits)
-        self._check_reserve(length)
-        info = UploadInfo(id="", length=length, metadata=req.metadata, concat="final",
-                          parts=[part.id for part in parts])
+        known = [part.length for part in parts if part.length is not None]
+        check_size(sum(known), self.limits)  # what is known must fit already
+        self._check_reserve(sum(known))
+        info = UploadInfo(id="", length=sum(known) if len(known) == len(parts) else None,
+                          metadata=req.metadata, concat="final", parts=[part.id for part in parts])
         self._pre_create(info, req.hook)
         try:
-            self.store.concatenate(info, parts)
+            self.store.create(info)
+            if not all(part.finished for part in parts):
+                for part_id in dict.fromkeys(info.parts):
+                    self.store.link_final(part_id, info.id)
         except FileExistsError:
             raise TusError("ERR_HOOK_FAILED", "pre-create chose an upload ID in use") from None
         except OSError as exc:
-            self.store.forget(info.id)
+            self._forget_final(info)
             raise storage_error(exc) from None
-        return Outcome(info, self._created(info, req.hook))
+        try:
+            with self.locked(info.id) as current:
+                assembly = self._assemble_locked(current, req.hook, created=True, finish=False)
+                self._announce(current, req.hook)  # post-create sees what it holds already
+                headers = self._finish_stored(current, req.hook) if assembly.complete else {}
+        except TusError as error:
+            if error.error_code != "ERR_UPLOAD_LOCKED":
+                raise
+            self._announce(info, req.hook)
+            return Outcome(self.get(info.id))  # a part's request is assembling it already
+        return Outcome(current, headers)
 
     def _check_reserve(self, needed: int = 0) -> None:
         """New uploads wait while the disk is below ``disk_reserve`` (after storing
@@ -383,16 +456,136 @@ class UploadService:
             raise TusError("ERR_DISK_RESERVE", refusal)
 
     def _part(self, part_id: str) -> UploadInfo:
-        """A finished partial upload, for a concatenation."""
+        """A partial upload, finished or not, for a concatenation."""
         try:
             part = self.store.get(check_upload_id(part_id))
         except (UploadNotFound, UploadGone, InvalidUploadId):
             raise TusError("ERR_INVALID_CONCAT", f"unknown upload {part_id[:40]!r}") from None
         if part.concat != "partial":
             raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not a partial upload")
-        if not part.is_complete:
-            raise TusError("ERR_INVALID_CONCAT", f"{part_id} is not finished")
         return part
+
+    def _part_state(self, part_id: str) -> Part:
+        """A part as the assembly rule sees it, read without its lock: a finished
+        part's bytes never change (a finish is recorded after its last chunk was
+        accepted); a terminated one keeps its length in its tombstone.  Only a part
+        positively gone ends a final: one whose ``.info`` is there but cannot be
+        read now (a shared filesystem between two hosts' writes) is waited for."""
+        try:
+            part = self.store.inspect(check_upload_id(part_id))
+        except (UploadNotFound, InvalidUploadId):
+            return Part(None, False, gone=not self.store.exists(part_id))
+        gone = part.is_gone or self.store.is_expired(part, time.time())
+        return Part(part.length, part.finished, gone)
+
+    def _assemble_locked(self, info: UploadInfo, hook: Optional[RequestInfo], *,
+                         created: bool = False, finish: bool = True) -> Assembly:
+        """Copy into the final what its finished parts hold, declare its length once
+        known, and (with ``finish``) finish it when no part is left to wait for.
+        Call with its lock.  A final that can no longer complete is terminated
+        (410), or, in the request that creates it, refused (400) and removed."""
+        if info.finished or info.is_gone:
+            return Assembly()
+        states = [self._part_state(part_id) for part_id in info.parts]
+        try:
+            step = plan_final(info.offset, states)
+        except ValueError as exc:  # a copied part cannot be read now: another time
+            log.warning("final upload %s not assembled now: %s", info.id, exc)
+            return Assembly()
+        if step.broken:
+            self._give_up_final(info, created)
+        for index in step.ready:
+            self._copy_part(info, info.parts[index], states[index].length or 0, created)
+        copied = step.copied + len(step.ready)
+        for part_id in set(info.parts[:copied]) - set(info.parts[copied:]):
+            self.store.unlink_final(part_id, info.id)
+        if info.length is None and step.length is not None:
+            self._declare_final_length(info, step.length, created)
+        if not step.completes(len(info.parts)):
+            return Assembly(waiting_for=info.parts[copied])
+        return Assembly(self._finish_stored(info, hook) if finish else {}, complete=True)
+
+    def _copy_part(self, info: UploadInfo, part_id: str, length: int, created: bool) -> None:
+        try:
+            self.store.append_part(info, part_id, length)
+        except FileNotFoundError:  # terminated after it was read
+            self._give_up_final(info, created)
+        except OSError as exc:
+            raise storage_error(exc) from None
+
+    def _declare_final_length(self, info: UploadInfo, length: int, created: bool) -> None:
+        """The length, once every part's is known; past ``max_size`` the final can
+        never be accepted."""
+        try:
+            check_size(length, self.limits)
+        except TusError:
+            if created:
+                raise
+            log.error("final upload %s would be %d bytes, over max_size: terminated", info.id, length)
+            self._end_final(info, "too-large")
+            raise TusError("ERR_UPLOAD_GONE") from None
+        self.store.declare_length(info, length)
+
+    def _give_up_final(self, info: UploadInfo, created: bool) -> None:
+        """A part the final still needs is gone: the final can never complete."""
+        if created:
+            self._forget_final(info)
+            raise TusError("ERR_INVALID_CONCAT", "a part was terminated meanwhile")
+        self._end_final(info, "part-gone")
+        raise TusError("ERR_UPLOAD_GONE", "a part it needs was terminated")
+
+    def _end_final(self, info: UploadInfo, reason: str) -> None:
+        """Terminate a final that cannot complete (call with its lock)."""
+        self._release_parts(info)
+        self.store.terminate(info.id)
+        self.metrics.upload_event("terminated")
+        log_event("upload.terminated", upload=info.id, offset=info.offset, reason=reason)
+        self._notify("post-terminate", info, None)
+
+    def _forget_final(self, info: UploadInfo) -> None:
+        """Remove every trace of a final its creation request could not complete."""
+        self._release_parts(info)
+        self.store.forget(info.id)
+
+    def _release_parts(self, info: UploadInfo) -> None:
+        for part_id in dict.fromkeys(info.parts):
+            self.store.unlink_final(part_id, info.id)
+
+    def _assemble_waiting(self, part_id: str, hook: Optional[RequestInfo]) -> None:
+        """Assemble every final waiting for ``part_id``, which just finished.  Never
+        fails the request that finished it: a final it cannot assemble now (locked,
+        gone, storage) is assembled by whoever holds it, or at its next ``HEAD``."""
+        for final_id in self.store.finals_waiting_for(part_id):
+            self.assemble(final_id, hook)
+
+    def assemble(self, final_id: str, hook: Optional[RequestInfo] = None) -> None:
+        """Assemble one final as far as its parts allow, quietly.
+
+        After letting go of the final's lock, the part it still waits for is looked
+        at once more: if that part finished meanwhile, its own request may have
+        given up waiting for the lock (``lock_timeout``), so this one goes on."""
+        waiting_for: Optional[str] = None
+        while True:
+            try:
+                with self.locked(final_id) as info:
+                    waiting_for = self._assemble_locked(info, hook).waiting_for
+            except (TusError, OSError) as exc:
+                log.info("final upload %s not assembled now: %s", final_id, exc)
+                return
+            if waiting_for is None or not self._part_state(waiting_for).finished:
+                return
+
+    def _cancel_finals_waiting_for(self, part_id: str) -> None:
+        """A part was terminated or expired: the finals still waiting for its bytes
+        can never complete, and are terminated too (410)."""
+        for final_id in self.store.finals_waiting_for(part_id):
+            try:
+                with self.locked(final_id) as info:
+                    if not (info.finished or info.is_gone):
+                        self._end_final(info, "part-gone")
+            except (TusError, OSError) as exc:  # gone already, or an assembly holds it
+                log.info("final upload %s not cancelled now: %s", final_id, exc)
+            self.store.unlink_final(part_id, final_id)
 
     def check_size(self, length: Optional[int]) -> None:
         check_size(length, self.limits)
@@ -442,8 +635,11 @@ class UploadService:
                     self._notify("post-receive", info, req.hook)
             log_event("upload.received", upload=info.id, offset=start, new_offset=info.offset,
                       bytes=info.offset - start, seconds=round(time.monotonic() - started, 3))
-            headers = self._finish_stored(info, req.hook) if info.is_complete and not info.finished else {}
-            return Outcome(info, headers)
+            finishing = info.is_complete and not info.finished
+            headers = self._finish_stored(info, req.hook) if finishing else {}
+        if finishing and info.concat == "partial" and info.finished:  # finals wait for it
+            self._assemble_waiting(info.id, req.hook)
+        return Outcome(info, headers)
 
     def _append_locked(self, info: UploadInfo, body: RequestBody, req: UploadRequest) -> None:
         upload = Upload(info.offset, info.length, is_final=info.concat == "final")
@@ -453,6 +649,8 @@ class UploadService:
         if body.is_chunked and body.has_more():
             self.store.truncate(info, req.offset)
             raise TusError(plan.overflow, f"body is larger than the {plan.limit} bytes allowed")
+        if verify is None and req.late_checksum is not None:
+            self._refuse_unannounced(info, req.late_checksum, req.offset)
         length = plan.length
         if req.complete and length is None:  # a chunked body that ends the upload
             length = settle_length(upload, info.offset, self.limits)
@@ -470,15 +668,27 @@ class UploadService:
             raise TusError("ERR_NOT_RECORDED", f"upload is at {info.offset}",
                            [("Retry-After", str(SHUTDOWN_RETRY_AFTER))], offset=info.offset) from None
 
+    def _refuse_unannounced(self, info: UploadInfo, late: LateChecksum, start: int) -> None:
+        """A checksum that followed a body nobody hashed (it was not announced) is
+        refused, and the chunk with it: the client must not think it verified."""
+        try:
+            late.read()
+        except TusError:
+            self.store.truncate(info, start)
+            raise
+
     def _source(self, info: UploadInfo, body: RequestBody, req: UploadRequest,
                 plan: AppendPlan) -> tuple[Source, Optional[Callable[[], Optional[str]]]]:
-        """What the store copies from: the body, hashed for a checksum, reported
-        to ``post-receive`` hooks; and the checksum's verdict for the store."""
+        """What the store copies from: the body, hashed for its checksums, reported
+        to ``post-receive`` hooks; and the checksums' verdict for the store."""
         source: Source = body
         verify = None
-        if req.checksum is not None:
-            hashing = _HashingReader(body, req.checksum.algorithm)
-            source, verify = hashing, hashing.verifier(req.checksum.digest, plan.overflow)
+        late = req.late_checksum
+        algorithms = {checksum.algorithm for checksum in req.checksums}
+        algorithms.update(late.algorithms if late is not None else ())
+        if algorithms:
+            hashing = _HashingReader(body, algorithms)
+            source, verify = hashing, hashing.verifier(req.checksums, late, plan.overflow)
         if self.hooks.wants("post-receive"):
             source = _ProgressReader(source, self.config.hooks_progress_interval,
                                      lambda received: self._progress(info, received, body, req.hook))
@@ -542,9 +752,25 @@ class UploadService:
                 self.store.terminate(info.id)
             except OSError as exc:
                 raise storage_error(exc) from None
+            if info.concat == "final":
+                self._release_parts(info)
         self.metrics.upload_event("terminated")
         log_event("upload.terminated", upload=upload_id, offset=info.offset)
         self._notify("post-terminate", info, req.hook)
+        self._cancel_finals_waiting_for(info.id)
+
+    def invalidate(self, upload_id: str) -> None:
+        """Deactivate an upload a request tried to take past its length (the IETF
+        draft's rule from interop 9): it answers as a terminated one from now on.
+        No hook can refuse it, as none can refuse an expiry."""
+        with self.locked(upload_id) as info:
+            try:
+                self.store.terminate(info.id)
+            except OSError as exc:
+                raise storage_error(exc) from None
+        self.metrics.upload_event("invalidated")
+        log_event("upload.invalidated", upload=upload_id, offset=info.offset)
+        self._cancel_finals_waiting_for(info.id)
 
     def open_download(self, upload_id: str) -> tuple[UploadInfo, BinaryIO]:
         info = self.get(upload_id)
@@ -597,6 +823,8 @@ class UploadService:
             elif self._is_unfinished(info):
                 action = "finished"
             else:
+                if not dry_run and info.concat == "final" and not (info.finished or info.is_gone):
+                    self.assemble(upload_id)  # catch up after a crash; ends one whose parts are gone
                 continue
             if not dry_run and not self._apply_cleanup(upload_id, action, now):
                 continue
@@ -607,19 +835,32 @@ class UploadService:
         try:
             with self.locker.hold(upload_id, 0):
                 info = self.store.inspect(upload_id)  # re-check under the lock
-                if action == "expired" and self.store.is_expired(info, now):
-                    self.store.terminate(upload_id, now=now)
-                    self.metrics.upload_event("expired")
-                    log_event("upload.expired", upload=upload_id, offset=info.offset)
-                    return True
-                if action == "forgotten" and self.store.is_forgettable(info, now):
-                    self.store.forget(upload_id)
-                    return True
-                if action == "finished" and self._is_unfinished(info):
-                    return self._finish_quietly(info)
-                return False
+                if not self._cleanup_locked(info, action, now):
+                    return False
         except (LockTimeout, UploadNotFound):
             return False
+        # After letting go, one lock at a time: finals waiting for this part.
+        if action == "finished" and info.concat == "partial":
+            self._assemble_waiting(upload_id, None)
+        elif action == "expired":
+            self._cancel_finals_waiting_for(upload_id)
+        return True
+
+    def _cleanup_locked(self, info: UploadInfo, action: str, now: float) -> bool:
+        """Apply one cleanup action to ``info``, read again under its lock."""
+        if action == "forgotten":
+            if not self.store.is_forgettable(info, now):
+                return False
+            self.store.forget(info.id)
+            return True
+        if action == "finished":
+            return self._is_unfinished(info) and self._finish_quietly(info)
+        if not self.store.is_expired(info, now):
+            return False
+        self.store.terminate(info.id, now=now)
+        self.metrics.upload_event("expired")
+        log_event("upload.expired", upload=info.id, offset=info.offset)
+        return True
 
     def _finish_quietly(self, info: UploadInfo) -> bool:
         """Finish an upload no request is waiting for; a failure is only logged."""
@@ -633,7 +874,10 @@ class UploadService:
 
 #: Errors that refuse a creation body as a whole: no upload is left behind.
 REFUSED_BODY_CODES = frozenset({"ERR_SIZE_EXCEEDED", "ERR_MAX_SIZE_EXCEEDED", "ERR_CHECKSUM_MISMATCH",
-                                "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH"})
+                                "ERR_APPEND_TOO_LARGE", "ERR_INCONSISTENT_LENGTH",
+                                "ERR_DIGEST_MISMATCH", "ERR_CHECKSUM_TWICE",
+                                "ERR_TRAILER_NOT_ANNOUNCED", "ERR_TRAILER_MISSING",
+                                "ERR_INVALID_CHECKSUM", "ERR_UNSUPPORTED_CHECKSUM"})
 
 
 def storage_error(exc: OSError) -> TusError:
@@ -671,23 +915,30 @@ class _ProgressReader:
 
 
 class _HashingReader:
-    """Wraps a body so its bytes are hashed as they stream to disk."""
+    """Wraps a body so its bytes are hashed as they stream to disk, once per
+    algorithm however many digests name it."""
 
-    def __init__(self, body: RequestBody, algorithm: str) -> None:
+    def __init__(self, body: RequestBody, algorithms: Iterable[str]) -> None:
         self._body = body
-        self._hasher = new_hasher(algorithm)
+        self._hashers = {algorithm: new_hasher(algorithm) for algorithm in algorithms}
 
     def read(self, size: int) -> bytes:
         data = self._body.read(size)
-        self._hasher.update(data)
+        for hasher in self._hashers.values():
+            hasher.update(data)
         return data
 
-    def verifier(self, expected: bytes, overflow: str) -> Callable[[], Optional[str]]:
-        """The store's ``verify``: the error code that refuses the chunk, or ``None``."""
+    def verifier(self, expected: Iterable[Checksum], late: Optional[LateChecksum],
+                 overflow: str) -> Callable[[], Optional[str]]:
+        """The store's ``verify``: the error code that refuses the chunk, or ``None``
+        (a late checksum that cannot be used raises its own refusal)."""
         def verify() -> Optional[str]:
             if self._body.is_chunked and self._body.has_more():
                 return overflow
-            if not hmac.compare_digest(self._hasher.digest(), expected):
-                return "ERR_CHECKSUM_MISMATCH"
+            arrived = late.read() if late is not None else None
+            for checksum in [*expected, *([arrived] if arrived else [])]:
+                hasher = self._hashers.get(checksum.algorithm)
+                if hasher is None or not hmac.compare_digest(hasher.digest(), checksum.digest):
+                    return checksum.mismatch
             return None
         return verify

@@ -8,7 +8,12 @@ For an upload ``<id>`` the directory holds:
                     never rewritten while bytes are appended;
 - ``<id>.pending``  present only while a chunk that still has to be verified
                     (checksum) is being written; it holds the offset to fall back to;
-- ``<id>.lock`` and ``.stops/<id>``  owned by :mod:`tuswsgi.locking`.
+- ``<id>.lock`` and ``.stops/<id>``  owned by :mod:`tuswsgi.locking`;
+- ``.finals/<part id>/<final id>``  an empty file while a final upload still
+                    needs the bytes of a partial one (concatenation-unfinished),
+                    so whoever finishes the part, in any worker or host, finds
+                    the finals to assemble, and whoever terminates it, the finals
+                    that can no longer complete.
 
 A terminated or expired upload keeps its ``.info`` as a tombstone (data removed)
 for ``gone_retention`` seconds, so clients are told 410 rather than 404.
@@ -33,6 +38,7 @@ from .upload import UPLOAD_ID, UploadId, UploadInfo, check_upload_id
 log = logging.getLogger("tuswsgi")
 
 BLOCK_SIZE = 1 << 20
+FINALS_DIR = ".finals"
 #: Opens of a ``.info`` that a shared filesystem answers ESTALE (replaced elsewhere).
 _STALE_RETRIES = 5
 _INFO_CACHE_SIZE = 4096
@@ -414,21 +420,63 @@ class FileStore:
                 pass
         _unlink(pending)
 
-    def concatenate(self, info: UploadInfo, parts: list[UploadInfo]) -> UploadInfo:
-        """Create ``info`` as the concatenation of finished ``parts``, block by block."""
-        data_path = self.path(info.id)
-        with open(data_path, "xb") as target:
-            for part in parts:
-                with self.open_data(part.id) as source:
-                    _copy_file(source.fileno(), target.fileno(), part.length or 0)
-            if self.fsync != "none":
-                os.fsync(target.fileno())
-        info.length = sum(part.length or 0 for part in parts)
-        info.created = time.time()
-        self._write_info(info)
-        info.offset = info.length
-        info.modified = info.created
-        return info
+    # -- final uploads of a concatenation --------------------------------------
+    def append_part(self, info: UploadInfo, part_id: str, count: int) -> None:
+        """Append the ``count`` bytes of partial upload ``part_id`` to the final upload
+        ``info``, all or nothing: ``.pending`` holds the old end until the copy is
+        whole, so a crash midway is undone by the next :meth:`recover`.  Raises
+        ``FileNotFoundError`` when the part's data is gone."""
+        fd = os.open(self.path(info.id), os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != info.offset:
+                raise OffsetMismatch(size)
+            self._write_small(self.path(info.id, ".pending"), str(size).encode())
+            try:
+                with self.open_data(part_id) as source:
+                    os.lseek(fd, size, os.SEEK_SET)
+                    _copy_file(source.fileno(), fd, count)
+                self._check_landed(fd, info.id, size, count)
+                self._make_durable(fd, info.id, size, size + count == info.length)
+            except BaseException:
+                self._undo(fd, info.id, size)
+                raise
+            _unlink(self.path(info.id, ".pending"))
+        finally:
+            os.close(fd)
+        info.offset = size + count
+        info.modified = time.time()
+
+    def link_final(self, part_id: str, final_id: str) -> None:
+        """Record that final ``final_id`` waits for part ``part_id``'s bytes."""
+        directory = os.path.join(self.directory, FINALS_DIR, check_upload_id(part_id))
+        for attempt in range(3):  # a racing unlink_final may remove the directory
+            os.makedirs(directory, exist_ok=True)
+            try:
+                _touch(os.path.join(directory, check_upload_id(final_id)))
+                return
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+    def unlink_final(self, part_id: str, final_id: str) -> None:
+        """The final no longer waits for the part (it holds its bytes, or is gone)."""
+        directory = os.path.join(self.directory, FINALS_DIR, check_upload_id(part_id))
+        _unlink(os.path.join(directory, check_upload_id(final_id)))
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty (another final waits), or already removed
+            pass
+
+    def finals_waiting_for(self, part_id: str) -> list[str]:
+        """The finals that still need part ``part_id``'s bytes: one ``scandir`` of
+        a directory that exists only while some do."""
+        directory = os.path.join(self.directory, FINALS_DIR, check_upload_id(part_id))
+        try:
+            with os.scandir(directory) as entries:
+                return sorted(UploadId(e.name) for e in entries if UPLOAD_ID.fullmatch(e.name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def terminate(self, upload_id: str, *, now: Optional[float] = None) -> None:
         """Remove the data and leave a tombstone ``.info`` (answers 410 for a while).
@@ -455,6 +503,8 @@ class FileStore:
         request still waiting for it finds no ``.info`` and answers 404."""
         for suffix in ("", ".pending", ".info", ".lock"):
             _unlink(self.path(upload_id, suffix))
+        for final_id in self.finals_waiting_for(upload_id):  # none once its finals let go
+            self.unlink_final(upload_id, final_id)
 
     # -- maintenance -------------------------------------------------------
     def inspect(self, upload_id: str) -> UploadInfo:
@@ -483,20 +533,24 @@ class FileStore:
         The rename makes it atomic against crashes of any process.  Against power
         loss it also takes fsyncs (file, then directory), which cost a journal
         commit each on a disk; they follow the ``fsync`` policy like the data does.
+        The file is closed before the rename: NFS and FUSE clients (MooseFS) send
+        its bytes at close, so another host that opens the new name in between
+        would read an empty file.
         """
         temp = f"{path}.tmp-{secrets.token_hex(4)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            if os.write(fd, payload) != len(payload):
-                raise OSError(28, os.strerror(28))
-            if self.fsync != "none":
-                os.fsync(fd)
+            try:
+                if os.write(fd, payload) != len(payload):
+                    raise OSError(28, os.strerror(28))
+                if self.fsync != "none":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(temp, path)
         except OSError:
             _unlink(temp)
             raise
-        finally:
-            os.close(fd)
         if self.fsync != "none":
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -517,6 +571,16 @@ def _copy_file(source_fd: int, target_fd: int, count: int) -> None:
         if done == 0:
             raise StorageFailed("part is shorter than its recorded length")
         remaining -= done
+
+
+def _touch(path: str) -> None:
+    """Create an empty file if missing; a shared filesystem may answer ``EEXIST`` or
+    ``ESTALE`` to the loser of a creation race, and the file is then there."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ESTALE):
+            raise
 
 
 def _unlink(path: str) -> None:

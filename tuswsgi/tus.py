@@ -19,7 +19,7 @@ from werkzeug.http import http_date
 from werkzeug.wrappers import Request
 from werkzeug.wsgi import wrap_file
 
-from .body import RequestBody
+from .body import CONNECTION_KEY, RequestBody
 from .errors import TusError
 from .frontend import request_body, upload_url
 from .hooks import RequestInfo
@@ -35,7 +35,7 @@ from .protocol import (
     serialize_metadata,
 )
 from .responses import Response
-from .service import Checksum, Outcome, UploadRequest, UploadService
+from .service import Checksum, LateChecksum, Outcome, UploadRequest, UploadService
 from .upload import UploadInfo
 
 #: Media types a browser may show inline; anything else downloads as an attachment
@@ -63,7 +63,7 @@ class TusHandlers:
         self.service = service
         self.config = service.config
         extensions = ["creation", "creation-with-upload", "creation-defer-length",
-                      "termination", "checksum", "concatenation"]
+                      "termination", "checksum", "concatenation", "concatenation-unfinished"]
         if self.config.expiration:
             extensions.insert(5, "expiration")
         self.discovery_headers = [
@@ -76,7 +76,15 @@ class TusHandlers:
 
     # -- OPTIONS -------------------------------------------------------------
     def options(self, request: Request, upload_id: Optional[str] = None) -> Response:
-        return Response(status=204, headers=self.discovery_headers)
+        """200 with an empty body: tus allows 200 or 204; tusd answers 200 (some old
+        browsers mishandle a 204 here) and conformance suites expect it.
+        ``checksum-trailer`` is offered only where trailers reach the application."""
+        response = Response(status=200, headers=self.discovery_headers)
+        if self.config.checksum_trailer and request.environ.get(CONNECTION_KEY) is not None:
+            extensions = response.headers["Tus-Extension"].split(",")
+            extensions.insert(extensions.index("checksum") + 1, "checksum-trailer")
+            response.headers["Tus-Extension"] = ",".join(extensions)
+        return response
 
     # -- POST ------------------------------------------------------------------
     def post(self, request: Request, hook: Optional[RequestInfo],
@@ -98,9 +106,11 @@ class TusHandlers:
         if body is not None and length is not None and body.length is not None \
                 and body.length > length:
             raise TusError("ERR_SIZE_EXCEEDED", f"{body.length} bytes sent for a {length}-byte upload")
-        checksum = self._checksum(request) if body is not None else None
+        checksums = self._checksums(request) if body is not None else ()
+        late = self._late_checksum(request, body, checksums)
         outcome = self.service.create(UploadRequest(
-            body=body, length=length, checksum=checksum, metadata=metadata, concat=concat, hook=hook))
+            body=body, length=length, checksums=checksums, late_checksum=late, metadata=metadata,
+            concat=concat, hook=hook))
         return self._created(request, outcome)
 
     def _creation_length(self, headers: Headers) -> Optional[int]:
@@ -125,11 +135,13 @@ class TusHandlers:
     def head(self, request: Request, hook: Optional[RequestInfo], upload_id: str) -> Response:
         info = self.service.head(upload_id, UploadRequest(hook=hook))
         response = Response(status=200, headers=self._expires(info))
+        # A final being assembled: its offset is what it holds (the extension leaves it
+        # undefined; core tus requires one), its length appears once every part's is known.
         response.headers["Upload-Offset"] = str(info.offset)
-        if info.length is None:
-            response.headers["Upload-Defer-Length"] = "1"
-        else:
+        if info.length is not None:
             response.headers["Upload-Length"] = str(info.length)
+        elif info.concat != "final":
+            response.headers["Upload-Defer-Length"] = "1"
         if info.metadata:
             response.headers["Upload-Metadata"] = serialize_metadata(info.metadata)
         if info.concat == "partial":
@@ -148,10 +160,12 @@ class TusHandlers:
         if offset is None:
             raise TusError("ERR_INVALID_OFFSET", "header is missing")
         length = parse_uint(request.headers.get("Upload-Length"), "ERR_INVALID_LENGTH")
-        checksum = self._checksum(request)
+        checksums = self._checksums(request)
         body = self._body(request, required=True)
+        late = self._late_checksum(request, body, checksums)
         outcome = self.service.append(upload_id, UploadRequest(
-            body=body, offset=offset, length=length, checksum=checksum, hook=hook))
+            body=body, offset=offset, length=length, checksums=checksums, late_checksum=late,
+            hook=hook))
         response = Response(status=204, headers=self._expires(outcome.info))
         response.headers["Upload-Offset"] = str(outcome.info.offset)
         response.headers.extend(outcome.headers.items())
@@ -200,9 +214,47 @@ class TusHandlers:
             raise TusError("ERR_INVALID_CONTENT_TYPE")
         return body
 
-    def _checksum(self, request: Request) -> Optional[Checksum]:
+    def _checksums(self, request: Request) -> tuple[Checksum, ...]:
         parsed = parse_checksum(request.headers.get("Upload-Checksum"),
                                 self.config.checksum_algorithms)
+        return (Checksum(*parsed),) if parsed else ()
+
+    def _late_checksum(self, request: Request, body: Optional[RequestBody],
+                       checksums: tuple[Checksum, ...]) -> Optional[LateChecksum]:
+        """checksum-trailer: ``Upload-Checksum`` as a trailer of a chunked body.
+
+        The algorithm is only known at the end, so a body whose request announces
+        the trailer (``Trailer: Upload-Checksum``, RFC 9110 6.6.2) is hashed with
+        every algorithm offered, and its chunk is tentative, as with the header.
+        An unannounced trailer was not hashed for: it is refused, with its chunk.
+        """
+        if body is None:  # a creation without a body: nothing to verify, as for the header
+            return None
+        announced = "upload-checksum" in _field_names(request.headers.get("Trailer", ""))
+        if announced and checksums:
+            raise TusError("ERR_CHECKSUM_TWICE", "the header, and a trailer announced")
+        if announced and not (body.is_chunked and body.reads_trailers):
+            raise TusError("ERR_TRAILER_UNAVAILABLE", "the body is not chunked" if not body.is_chunked
+                           else "this WSGI server does not pass trailers on")
+        if not (body.is_chunked and body.reads_trailers):
+            return None
+        algorithms = self.config.checksum_algorithms if announced else ()
+        return LateChecksum(algorithms, lambda: self._trailer_checksum(body, announced, bool(checksums)))
+
+    def _trailer_checksum(self, body: RequestBody, announced: bool,
+                          has_header: bool) -> Optional[Checksum]:
+        values = body.trailer("Upload-Checksum")
+        if not values:
+            if announced:
+                raise TusError("ERR_TRAILER_MISSING")
+            return None
+        if has_header:
+            raise TusError("ERR_CHECKSUM_TWICE", "the header, and a trailer")
+        if not announced:
+            raise TusError("ERR_TRAILER_NOT_ANNOUNCED")
+        if len(values) > 1:
+            raise TusError("ERR_INVALID_CHECKSUM", "the trailer came twice")
+        parsed = parse_checksum(values[0], self.config.checksum_algorithms)
         return Checksum(*parsed) if parsed else None
 
     @staticmethod
@@ -225,6 +277,11 @@ class TusHandlers:
             if path.startswith(candidate) and "/" not in path[len(candidate):]:
                 return path[len(candidate):]
         raise TusError("ERR_INVALID_CONCAT", f"{url[:80]!r} is not an upload of this server")
+
+
+def _field_names(value: str) -> set[str]:
+    """The field names a ``Trailer`` header lists, in lower case."""
+    return {name.strip().lower() for name in value.split(",") if name.strip()}
 
 
 def _filename_params(name: str) -> dict[str, str]:

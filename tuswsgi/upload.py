@@ -73,8 +73,10 @@ class UploadInfo:
 
     def expires_at(self, expiration: float) -> Optional[float]:
         """The one rule for expiry: ``expiration`` seconds after the upload was
-        created or last received a byte; finished and gone uploads never expire."""
-        if not expiration or self.is_complete or self.is_gone:
+        created or last received a byte; finished and gone uploads never expire,
+        nor do final uploads of a concatenation: they wait for their parts, which
+        expire (and take the final with them) if they stop receiving bytes."""
+        if not expiration or self.is_complete or self.is_gone or self.concat == "final":
             return None
         return max(self.created, self.modified) + expiration
 

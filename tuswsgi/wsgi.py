@@ -25,7 +25,7 @@ from .frontend import upload_url
 from .hooks import RequestInfo
 from .ietf import ALLOWED_HEADERS as IETF_ALLOWED_HEADERS
 from .ietf import EXPOSED_HEADERS as IETF_EXPOSED_HEADERS
-from .ietf import IetfHandlers, interop_version
+from .ietf import IetfHandlers, interop_version, names_version
 from .logs import current_request_id, log_event
 from .metrics import metrics_from_config
 from .page import UploadPage
@@ -53,7 +53,7 @@ class TusApp:
         self.metrics = metrics_from_config(config)
         self.service = UploadService(config, self.metrics)
         self.handlers = TusHandlers(self.service)
-        self.ietf = IetfHandlers(self.service)
+        self.ietf = IetfHandlers(self.service, download=self.handlers.get)
         base = config.base_path
         rules = [
             Rule(base, endpoint="collection", methods=COLLECTION_METHODS),
@@ -108,14 +108,14 @@ class TusApp:
                 return response, None
             if not request.environ.get("wsgi.run_once"):  # a CGI process ends too soon
                 self.service.maybe_sweep()
-            version = interop_version(request)
+            version = interop_version(request, method)
             upload_id = args.get("upload_id")
             if upload_id is not None:  # checked once here; a bad one is simply not there
                 args["upload_id"] = upload_id = _checked_id(upload_id)
-            if version is not None:
+            if version is not None and not _plain_get(request, method):
                 render = functools.partial(self._render_ietf, version=version,
                                            upload_id=upload_id, method=method)
-            elif method in VERSIONED_METHODS:
+            elif version is None and method in VERSIONED_METHODS:
                 check_version(request.headers.get("Tus-Resumable"))
             hook = self._authorize(request, method, upload_id)
             if version is None or (method == "GET" and version < 8):
@@ -231,6 +231,12 @@ def _request_id(sent: Optional[str]) -> str:
     if sent and len(sent) <= 128 and sent.isprintable() and sent.isascii():
         return sent
     return uuid.uuid4().hex
+
+
+def _plain_get(request: Request, method: str) -> bool:
+    """A GET naming no protocol: a browser's download link, or a final-RFC client's
+    offset retrieval.  Its errors stay plain text, as for every download."""
+    return method == "GET" and not names_version(request)
 
 
 def _is_preflight(request: Request) -> bool:

@@ -143,20 +143,6 @@ def test_final_with_unknown_part(client, upload_dir):
     _assert_refused(client, upload_dir, [good, "/files/" + "0" * 32], before)
 
 
-def test_final_with_unfinished_part(client, upload_dir):
-    good = partial(client, b"ab")
-    unfinished = partial(client, b"ab", length=5)
-    before = info_files(upload_dir)
-    _assert_refused(client, upload_dir, [good, unfinished], before)
-
-
-def test_final_with_deferred_part(client, upload_dir):
-    deferred = create(client, Upload_Concat="partial", Upload_Defer_Length="1")
-    patch(client, deferred, b"ab", 0)
-    before = info_files(upload_dir)
-    _assert_refused(client, upload_dir, [deferred], before)
-
-
 def test_final_with_non_partial_part(client, upload_dir):
     good = partial(client, b"ab")
     plain = create(client, 2)

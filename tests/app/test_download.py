@@ -209,22 +209,49 @@ def test_name_metadata_is_a_fallback_for_filename(client):
     assert "filename=other.bin" in client.get(path).headers["Content-Disposition"]
 
 
-def test_get_of_unfinished_upload_is_404(client, upload_dir):
+def test_tus_get_of_unfinished_upload_is_404(client, upload_dir):
     path = create(client, 10)
     patch(client, path, b"abc", 0)
-    response = client.get(path)
+    response = client.get(path, headers=TUS)
     assert response.status_code == 404
     assert response.data.startswith(b"ERR_UPLOAD_NOT_FINISHED")
     assert b"abc" not in response.data
     assert data_file(upload_dir, path).read_bytes() == b"abc"
 
 
-def test_get_of_deferred_upload_is_404(client):
+def test_tus_get_of_deferred_upload_is_404(client):
     path = create(client, Upload_Defer_Length="1")
     patch(client, path, b"abc", 0)
-    response = client.get(path)
+    response = client.get(path, headers=TUS)
     assert response.status_code == 404
     assert response.data.startswith(b"ERR_UPLOAD_NOT_FINISHED")
+
+
+@pytest.mark.parametrize("length", [10, None])
+def test_plain_get_of_unfinished_upload_is_offset_retrieval(client, upload_dir, length):
+    """A GET naming no protocol is the final RFC's offset retrieval when there is
+    nothing to download yet: no content, the upload's state in headers."""
+    path = create(client, length) if length else create(client, Upload_Defer_Length="1")
+    patch(client, path, b"abc", 0)
+    response = client.get(path)
+    assert response.status_code == 204
+    assert response.data == b""
+    assert response.headers["Upload-Offset"] == "3"
+    assert response.headers["Upload-Complete"] == "?0"
+    assert response.headers.get("Upload-Length") == (str(length) if length else None)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert data_file(upload_dir, path).read_bytes() == b"abc"
+
+
+def test_plain_get_of_finished_upload_downloads_with_the_offset_headers(client):
+    path = finished(client, b"hello", filename="a.txt", filetype="text/plain")
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.data == b"hello"
+    assert response.headers["Content-Disposition"] == "inline; filename=a.txt"
+    assert (response.headers["Upload-Offset"], response.headers["Upload-Length"],
+            response.headers["Upload-Complete"]) == ("5", "5", "?1")
+    assert response.headers["Cache-Control"] == "no-cache"  # a download, as before
 
 
 def test_get_of_unknown_and_terminated_upload(client, upload_dir):
@@ -241,10 +268,15 @@ def test_download_off_is_405(make_app, upload_dir):
     from werkzeug.test import Client
     client = Client(make_app(download="off"))
     path = finished(client, b"secret")
-    response = client.get(path)
+    response = client.get(path, headers=TUS)
     assert response.status_code == 405
     assert response.data.startswith(b"ERR_DOWNLOAD_DISABLED")
     assert b"secret" not in response.data
+    # A GET naming no protocol is then the draft's offset retrieval, without content.
+    response = client.get(path)
+    assert response.status_code == 204
+    assert response.data == b""
+    assert response.headers["Upload-Complete"] == "?1"
     assert data_file(upload_dir, path).read_bytes() == b"secret"
 
 

@@ -21,7 +21,11 @@ def test_offset_mismatch_is_409_and_leaves_data(client, upload_dir):
     response = patch(client, path, b"XYZ", 0)
     assert response.status_code == 409
     assert response.get_data(as_text=True).startswith("ERR_MISMATCHED_OFFSET")
+    assert response.headers["Upload-Offset"] == "3"  # resume from here, no HEAD needed
     assert data_file(upload_dir, path).read_bytes() == b"abc"
+    again = patch(client, path, b"defg", int(response.headers["Upload-Offset"]))
+    assert again.status_code == 204
+    assert data_file(upload_dir, path).read_bytes() == b"abcdefg"
 
 
 @pytest.mark.parametrize("value", ["-1", "1e3", "0x10", "1.5", "", " 1", "+1", "9" * 30, "abc"])

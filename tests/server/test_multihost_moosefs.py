@@ -41,7 +41,7 @@ from conftest import (
     sha256,
     sha256_file,
 )
-from support import moosefs
+from support import concatload, moosefs
 from support.deploy import start_production_gunicorn, start_stock_gunicorn, upload_with_cuts
 from support.nginx import start_nginx
 from support.rawclient import raw_create, raw_request, read_status, send_partial_patch
@@ -355,6 +355,20 @@ def test_racing_heads_on_both_hosts_never_fail(hosts):
                 thread.join()
     print(f"racing HEADs on fresh uploads: {statuses}")
     assert statuses == {200: 300}
+
+
+def test_finals_over_parts_sent_through_both_hosts_assemble_once(hosts):
+    """concatenation-unfinished across hosts: final uploads created on either host
+    while their parts' pieces go through both; whichever host finishes a part
+    assembles the finals waiting for it (the shared directory is the only place
+    that knows), and each final is finished once, by one host."""
+    a, b = hosts
+    rng = random.Random(7)
+    work = concatload.plan(rng, finals=8, shared=3, max_part=100_000)
+    sender = concatload.Sender([f"http://127.0.0.1:{a.port}", f"http://127.0.0.1:{b.port}"], 7)
+    concatload.run(work, sender, rng, threads=4)  # never more bodies than a worker has slots (4)
+    concatload.check_finals(work, sender, a.mount.path / UPLOADS)
+    concatload.finished_once(work, [a.server.log(), b.server.log()])
 
 
 def _plain_create_races(first: Path, second: Path, rounds: int) -> int:

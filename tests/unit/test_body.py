@@ -175,6 +175,58 @@ def test_chunked_body_with_extensions_and_trailers():
     assert body.leftover() == b"NEXT"
 
 
+def test_trailer_fields_are_kept_once_the_body_ended():
+    wire = (b"5\r\nhello\r\n0\r\nUpload-Checksum: sha1 abc=\r\nX-Other:\t two words \r\n"
+            b"upload-checksum:x\r\n\r\nNEXT")
+    body = reader(ScriptedSocket(*[wire[i:i + 3] for i in range(0, len(wire), 3)]))
+    assert body.trailers == []
+    assert body.read(3) == b"hel"
+    assert body.trailers == []  # not before the body is complete
+    assert read_all(body) == b"lo"
+    assert body.trailers == [("Upload-Checksum", "sha1 abc="), ("X-Other", "two words"),
+                             ("upload-checksum", "x")]
+    assert b"NEXT".startswith(body.leftover())  # nothing past the trailer section is taken
+
+
+def test_a_content_length_body_has_no_trailers():
+    body = reader(ScriptedSocket(b"hello"), length=5)
+    assert read_all(body) == b"hello" and body.trailers == []
+
+
+@pytest.mark.parametrize("line", [b"no colon", b" Folded: x", b"Bad Name: x", b"Name : x", b": x",
+                                  b"N\x80me: x"])
+def test_malformed_trailer_fields_are_refused(line):
+    body = reader(ScriptedSocket(b"1\r\na\r\n0\r\n" + line + b"\r\n\r\n"))
+    with pytest.raises(FramingError):
+        read_all(body)
+    assert body.broken and body.settle() is False
+
+
+def test_a_trailer_section_is_bounded_like_a_header_block():
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(70))  # ~70 KiB
+    with pytest.raises(FramingError):
+        read_all(reader(ScriptedSocket(b"1\r\na\r\n0\r\n" + lines + b"\r\n")))
+    endless = reader(ScriptedSocket(b"1\r\na\r\n0\r\nX: ", *[b"v" * 4096] * 20))
+    with pytest.raises(FramingError):
+        read_all(endless)
+
+
+def test_request_body_gives_the_trailer_by_name():
+    sock = ScriptedSocket(b"2\r\nab\r\n0\r\nupload-checksum: sha1 x\r\n\r\n")
+    request = RequestBody(environ_for(sock, None), None, 5)
+    assert request.reads_trailers
+    assert request.read(10) == b"ab" and request.read(10) == b""
+    assert request.trailer("Upload-Checksum") == ["sha1 x"]
+    assert request.trailer("Other") == []
+
+
+def test_a_plain_wsgi_input_has_no_trailers():
+    import io
+    request = RequestBody({"wsgi.input": io.BytesIO(b"ab")}, None, 5)
+    assert not request.reads_trailers
+    assert request.read(10) == b"ab" and request.trailer("Upload-Checksum") == []
+
+
 def test_chunked_body_split_at_every_byte():
     wire = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     body = reader(ScriptedSocket(*[wire[i:i + 1] for i in range(len(wire))]))

@@ -12,6 +12,7 @@ import pytest
 
 from tuswsgi import store as store_module
 from tuswsgi.store import (
+    FINALS_DIR,
     FileStore,
     OffsetMismatch,
     StorageFailed,
@@ -311,16 +312,70 @@ def test_iter_ids_lists_only_uploads(store):
     assert sorted(store.iter_ids()) == sorted([a.id, b.id])
 
 
-def test_concatenate(store):
+def test_append_part_copies_whole_parts_in_order(store):
     first, second = new(store, 3, concat="partial"), new(store, 4, concat="partial")
     store.append(first, io.BytesIO(b"abc"), 3)
     store.append(second, io.BytesIO(b"defg"), 4)
-    final = UploadInfo(id=new_upload_id(), length=None, concat="final",
-                       parts=[first.id, second.id])
-    store.concatenate(final, [first, second])
-    assert data(store, final) == b"abcdefg"
-    got = store.get(final.id)
-    assert got.length == 7 and got.is_complete and got.parts == [first.id, second.id]
+    final = new(store, 7, concat="final", parts=[first.id, second.id, first.id])
+    final.length = 10
+    for part in (second, first, first):
+        store.append_part(final, part.id, part.length)
+    assert data(store, final) == b"defgabcabc"
+    assert final.offset == 10 and store.get(final.id).offset == 10
+    assert not os.path.exists(store.path(final.id, ".pending"))
+
+
+def test_append_part_is_all_or_nothing(store):
+    part = new(store, 4, concat="partial")
+    store.append(part, io.BytesIO(b"defg"), 4)
+    final = new(store, None, concat="final", parts=[part.id])
+    with pytest.raises(StorageFailed):  # the part holds fewer bytes than claimed
+        store.append_part(final, part.id, 5)
+    assert data(store, final) == b"" and final.offset == 0
+    assert not os.path.exists(store.path(final.id, ".pending"))
+    store.terminate(part.id)
+    with pytest.raises(FileNotFoundError):
+        store.append_part(final, part.id, 4)
+    assert data(store, final) == b""
+    stale = UploadInfo(id=final.id, length=None, offset=3)
+    with pytest.raises(OffsetMismatch):
+        store.append_part(stale, part.id, 4)
+
+
+def test_a_crash_in_the_middle_of_a_part_copy_is_undone(store):
+    final = new(store, None, concat="final")
+    with open(store.path(final.id), "ab") as handle:
+        handle.write(b"half a part")
+    with open(store.path(final.id, ".pending"), "w") as handle:
+        handle.write("0")
+    store.recover(final.id)
+    assert store.get(final.id).offset == 0
+
+
+def test_links_from_parts_to_the_finals_waiting(store):
+    a, b, f1, f2 = new_upload_id(), new_upload_id(), new_upload_id(), new_upload_id()
+    assert store.finals_waiting_for(a) == []
+    store.link_final(a, f1)
+    store.link_final(a, f2)
+    store.link_final(a, f2)  # idempotent
+    store.link_final(b, f1)
+    assert store.finals_waiting_for(a) == sorted([f1, f2])
+    store.unlink_final(a, f1)
+    assert store.finals_waiting_for(a) == [f2]
+    store.unlink_final(a, f2)
+    store.unlink_final(a, f2)  # idempotent
+    assert store.finals_waiting_for(a) == []
+    assert not os.path.exists(os.path.join(store.directory, FINALS_DIR, a))  # no empty directory
+    assert store.finals_waiting_for(b) == [f1]
+    assert sorted(store.iter_ids()) == []  # links are not uploads
+
+
+def test_forget_removes_a_parts_links(store):
+    part = new(store, 3, concat="partial")
+    store.link_final(part.id, new_upload_id())
+    store.forget(part.id)
+    assert store.finals_waiting_for(part.id) == []
+    assert os.listdir(os.path.join(store.directory, FINALS_DIR)) == []
 
 
 # -- IDs --------------------------------------------------------------------------------
@@ -365,3 +420,22 @@ def test_estale_on_info_is_retried(store, monkeypatch):
     monkeypatch.setattr(os, "open", stale_once)
     assert store.get(info.id).length == 10
     assert failures
+
+
+def test_small_files_are_closed_before_they_are_renamed_into_place(store, monkeypatch):
+    """NFS and FUSE clients send a file's bytes at close: a rename before it lets
+    another host open the new name and read nothing (seen on MooseFS)."""
+    info = new(store, 10)
+    real_replace = os.replace
+    seen = []
+
+    def replace(source, target):
+        open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{fd}")}
+        seen.append((os.path.realpath(source) in open_files, os.path.getsize(source)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    store.mark_finished(info)
+    assert seen and all(not still_open and size > 0 for still_open, size in seen)
+    assert store.get(info.id).finished

@@ -63,6 +63,7 @@ RATE_SETTLES = 1.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _DIGITS = re.compile(r"[0-9]{1,18}")
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class Source(Protocol):
@@ -130,7 +131,7 @@ class BodyReader:
     """
 
     __slots__ = ("_batch_wait", "_buffer", "_continue", "_evicted", "_max_pause", "_pause_for", "_phase",
-                 "_recv_size", "_remaining", "_shutdown", "_source", "_started", "_wake_lock",
+                 "_recv_size", "_remaining", "_shutdown", "_source", "_started", "_trailers", "_wake_lock",
                  "_window_end", "_window_mark", "_woken", "broken", "length", "min_rate",
                  "rate_window", "received", "timeout", "waiting_since")
 
@@ -173,6 +174,7 @@ class BodyReader:
         #: ``time.monotonic()`` when a blocking read began, ``None`` outside one;
         #: read by another thread to tell a silent client from a sending one.
         self.waiting_since: Optional[float] = None
+        self._trailers: Optional[list[tuple[str, str]]] = None  # a list once any arrive
 
     # -- state ------------------------------------------------------------------
     @property
@@ -187,6 +189,12 @@ class BodyReader:
     @property
     def continue_sent(self) -> bool:
         return not self._continue
+
+    @property
+    def trailers(self) -> list[tuple[str, str]]:
+        """The trailer fields of a chunked body, ``(name, value)`` as sent, once the
+        body is complete (none before, and none for a ``Content-Length`` body)."""
+        return list(self._trailers or ()) if self.complete else []
 
     def leftover(self) -> bytes:
         """Bytes read past the end of the body: the start of the next request."""
@@ -296,7 +304,7 @@ class BodyReader:
         elif self._phase == "size":
             self._chunk_size(self._line(MAX_CHUNK_LINE))
         elif self._phase == "trailers":
-            self._trailers()
+            self._read_trailers()
 
     def _chunk_size(self, line: bytes) -> None:
         digits, _, extension = line.partition(b";")
@@ -311,14 +319,18 @@ class BodyReader:
         else:
             self._remaining, self._phase = size, "data"
 
-    def _trailers(self) -> None:
+    def _read_trailers(self) -> None:
+        """The trailer section, kept as fields; bounded like a header block."""
         total = 0
         while True:
             line = self._line(MAX_TRAILERS - total)
             total += len(line) + 2
+            if total > MAX_TRAILERS:
+                raise FramingError("trailer section too long")
             if line == b"":
                 self._phase = "done"
                 return
+            self._trailers = [*(self._trailers or ()), _field(line)]
 
     def _line(self, limit: int) -> bytes:
         """One CRLF-terminated line of framing, without the CRLF."""
@@ -432,6 +444,15 @@ class BodyReader:
         """Let a trickling client's bytes gather, unless woken meanwhile."""
         if self._wake_lock.acquire(timeout=seconds):
             _release(self._wake_lock)  # stays woken: later pauses return at once
+
+
+def _field(line: bytes) -> tuple[str, str]:
+    """One ``name: value`` field line (RFC 9112 5): a token name, no space before the
+    colon, no line folding."""
+    name, colon, value = line.partition(b":")
+    if not colon or not name or not _TOKEN.issuperset(name):
+        raise FramingError(f"bad trailer field {line[:40]!r}")
+    return name.decode("ascii"), value.strip(b" \t").decode("latin-1")
 
 
 def _release(lock: threading.Lock) -> None:
