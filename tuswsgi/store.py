@@ -237,11 +237,7 @@ class FileStore:
         try:
             fd = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                payload = json.dumps(info.to_record()).encode()
-                if os.write(fd, payload) != len(payload):
-                    raise OSError(28, os.strerror(28))
-                if self.fsync != "none":
-                    os.fsync(fd)
+                self._write_whole(fd, json.dumps(info.to_record()).encode())
             finally:
                 os.close(fd)
         except OSError:
@@ -527,6 +523,14 @@ class FileStore:
     def _write_info(self, info: UploadInfo) -> None:
         self._write_small(self.path(info.id, ".info"), json.dumps(info.to_record()).encode())
 
+    def _write_whole(self, fd: int, payload: bytes) -> None:
+        """``payload`` whole into a small new file (a short write means a full
+        disk), made durable as the fsync policy says."""
+        if os.write(fd, payload) != len(payload):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self.fsync != "none":
+            os.fsync(fd)
+
     def _write_small(self, path: str, payload: bytes) -> None:
         """Write a small file atomically: a reader sees the old or the new, never half.
 
@@ -541,10 +545,7 @@ class FileStore:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                if os.write(fd, payload) != len(payload):
-                    raise OSError(28, os.strerror(28))
-                if self.fsync != "none":
-                    os.fsync(fd)
+                self._write_whole(fd, payload)
             finally:
                 os.close(fd)
             os.replace(temp, path)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 
 import pytest
 from conftest import OCTET, TUS, create, data_file, patch
-from support.ietfheaders import draft
+from support.ietfheaders import draft, path_of, problem
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -20,15 +19,6 @@ from tuswsgi.ietf import interop_version
 
 PARTIAL = "application/partial-upload"
 PROBLEM = "https://iana.org/assignments/http-problem-types#"
-
-
-def path_of(response) -> str:
-    return "/files/" + response.headers["Location"].rsplit("/", 1)[1]
-
-
-def problem(response) -> dict:
-    assert response.headers["Content-Type"] == "application/problem+json", response.headers
-    return json.loads(response.get_data())
 
 
 def uploads(upload_dir) -> list[str]:

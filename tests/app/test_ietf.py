@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 from conftest import OCTET, TUS, b64, create, data_file, patch
 from support import hookfns
-from support.ietfheaders import completion, draft
+from support.ietfheaders import completion, draft, path_of, problem
 from werkzeug.test import Client
 
 from tuswsgi import cli
@@ -59,15 +59,6 @@ def limits(response) -> dict[str, int]:
         key, _, value = member.strip().partition("=")
         items[key] = int(value)
     return items
-
-
-def path_of(response) -> str:
-    return "/files/" + response.headers["Location"].rsplit("/", 1)[1]
-
-
-def problem(response) -> dict:
-    assert response.headers["Content-Type"] == "application/problem+json", response.headers
-    return json.loads(response.get_data())
 
 
 def uploads(upload_dir) -> list[str]:

@@ -1,7 +1,10 @@
-"""Request headers of the IETF resumable-upload drafts, per interop version,
-shared by the in-process and the real-server draft tests."""
+"""Request headers of the IETF resumable-upload drafts, per interop version, and
+what the draft tests read from an answer; shared by the in-process and the
+real-server draft tests."""
 
 from __future__ import annotations
+
+import json
 
 
 def draft(version: int, **headers: str) -> dict[str, str]:
@@ -15,3 +18,14 @@ def completion(version: int, complete: bool) -> dict[str, str]:
     if version == 3:
         return {"Upload-Incomplete": "?0" if complete else "?1"}
     return {"Upload-Complete": "?1" if complete else "?0"}
+
+
+def path_of(response) -> str:
+    """The path of the upload a (werkzeug test) creation answer names."""
+    return "/files/" + response.headers["Location"].rsplit("/", 1)[1]
+
+
+def problem(response) -> dict:
+    """The problem details (RFC 9457) of a (werkzeug test) error answer."""
+    assert response.headers["Content-Type"] == "application/problem+json", response.headers
+    return json.loads(response.get_data())
