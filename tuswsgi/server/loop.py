@@ -167,7 +167,9 @@ class Loop:
         self.idle: OrderedDict[Conn, None] = OrderedDict()
         self.lingering: OrderedDict[Conn, float] = OrderedDict()  # to the close at the latest
         self.busy: set[Conn] = set()
-        self.fresh: collections.deque[Conn] = collections.deque()  # taken in the last FRESH s
+        #: Connections taken in the last FRESH seconds, with when (``Conn.since``
+        #: moves on with each state; this stays).
+        self.fresh: collections.deque[tuple[float, Conn]] = collections.deque()
         self._done: queue.SimpleQueue[tuple[Conn, Verdict]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
@@ -237,9 +239,9 @@ class Loop:
 
     def _fresh(self, now: float) -> int:
         """Connections taken in the last FRESH seconds still waiting for their first head."""
-        while self.fresh and now - self.fresh[0].since > FRESH:
+        while self.fresh and now - self.fresh[0][0] > FRESH:
             self.fresh.popleft()
-        return sum(1 for conn in self.fresh if conn.requests == 0 and conn.state in ("tls", "head"))
+        return sum(1 for _, conn in self.fresh if conn.requests == 0 and conn.state in ("tls", "head"))
 
     def _admit(self, now: float) -> None:
         """Listen while admission says so; while full, watch the listen queue
@@ -297,7 +299,7 @@ class Loop:
         conn = Conn(sock, address, server, self.send_timeout)
         conn.state = "tls" if self.tls is not None else "head"
         self._wait(conn, self.heads, now, self.timeouts.head)
-        self.fresh.append(conn)
+        self.fresh.append((now, conn))
         self.selector.register(sock, selectors.EVENT_READ, conn)
 
     def _shed_one(self) -> None:
