@@ -150,3 +150,43 @@ def test_pipelined_requests_are_served_one_after_another(loop, clock):
         return bytes(buffer) == ANSWER * 3
     turn_until(loop, all_three)
     client.close()
+
+
+class Holder:
+    """A body with a known rate, as BodyPlaces sees it."""
+
+    def __init__(self, rate: float) -> None:
+        self.bytes_per_second, self.evicted = rate, False
+
+    def rate(self, now: float) -> float:
+        return self.bytes_per_second
+
+    def evict(self) -> None:
+        self.evicted = True
+
+
+def test_a_full_worker_gives_a_new_body_the_place_of_the_slowest_drip_among_the_oldest():
+    places = BodyPlaces(3, min_rate=240)
+    phone, drip, slower = Holder(8192), Holder(1.0), Holder(0.05)
+    for holder in (phone, drip, slower):
+        assert places.take(holder)  # type: ignore[arg-type]
+    assert places.take(Holder(8192))  # type: ignore[arg-type]
+    assert slower.evicted and not drip.evicted and not phone.evicted
+    assert len(places) == 3
+
+
+def test_a_full_worker_of_fast_bodies_refuses_the_new_one():
+    places = BodyPlaces(2, min_rate=240)
+    for _ in range(2):
+        assert places.take(Holder(8192))  # type: ignore[arg-type]
+    assert not places.take(Holder(8192))  # type: ignore[arg-type]
+
+
+def test_only_the_longest_held_places_are_looked_at():
+    places = BodyPlaces(BodyPlaces.SCAN + 1, min_rate=240)
+    fast = [Holder(8192) for _ in range(BodyPlaces.SCAN)]
+    late_drip = Holder(0.05)
+    for holder in [*fast, late_drip]:
+        places.take(holder)  # type: ignore[arg-type]
+    assert not places.take(Holder(8192))  # type: ignore[arg-type]
+    assert not late_drip.evicted  # it comes up once older places are given back

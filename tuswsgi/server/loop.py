@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import logging
 import os
 import queue
@@ -104,14 +105,21 @@ class BodyPlaces:
     """The places for bodies being read, shared by the request threads.
 
     When all are taken, a new body gets the place of the slowest body below
-    ``min_rate`` (that one ends as too slow, its bytes kept), else none.
+    ``min_rate`` (that one ends as too slow, its bytes kept), else none.  Only the
+    :data:`SCAN` longest-held places are looked at, so a full worker answers a
+    new body in constant time: a drip that has held a place long is the first
+    to give way, and a place held long by a body above the minimum is never
+    taken.
     """
+
+    #: How many of the longest-held places a new body may look at.
+    SCAN = 256
 
     def __init__(self, slots: int, min_rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = slots
         self.min_rate = min_rate
         self._clock = clock
-        self._holders: set[BodyReader] = set()
+        self._holders: dict[BodyReader, None] = {}  # in the order they took their place
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -121,21 +129,22 @@ class BodyPlaces:
         """A place for ``reader``; ``False`` when there is none to give."""
         with self._lock:
             if len(self._holders) < self.slots:
-                self._holders.add(reader)
+                self._holders[reader] = None
                 return True
             now = self._clock()
-            victim = evictable(((holder.rate(now), holder) for holder in self._holders),
+            oldest = itertools.islice(self._holders, self.SCAN)
+            victim = evictable(((holder.rate(now), holder) for holder in oldest),
                                self.min_rate) if self.min_rate else None
             if victim is None:
                 return False
-            self._holders.discard(victim)
-            self._holders.add(reader)
+            del self._holders[victim]
+            self._holders[reader] = None
         victim.evict()
         return True
 
     def give_back(self, reader: BodyReader) -> None:
         with self._lock:
-            self._holders.discard(reader)
+            self._holders.pop(reader, None)
 
 
 class Loop:
