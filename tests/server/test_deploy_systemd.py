@@ -1,13 +1,14 @@
-"""deploy/tuswsgi.service, installed as docs/deploying.md ("systemd") says: systemd
-accepts it, and its exact ExecStart serves uploads from the installed wheel.
+"""deploy/tuswsgi.service and tuswsgi.socket, installed as docs/deploying.md
+("systemd") says.
 
-The recipe runs as written (a wheel built from a copy of the checkout, a fresh venv,
-the files installed), with the absolute paths of the installed layout moved under a
-temporary root (``/opt/tuswsgi`` -> ``<tmp>/opt/tuswsgi``, ...) and without the steps
-that need a system user and a running systemd.  There is no systemd running the
-tests, so the unit's command is run the way systemd would run it: the unit's own
-``Environment=`` variables, a clean environment otherwise, its ``WorkingDirectory``;
-nothing else in the line is changed.
+Debian's systemd runs the recipe as written (:func:`under_systemd`, in namespaces
+of its own: ``support/systemd.py``), and ``systemctl restart`` meets running
+uploads.  The other tests run the recipe with the absolute paths of the installed
+layout moved under a temporary root (``/opt/tuswsgi`` -> ``<tmp>/opt/tuswsgi``,
+...) and without the steps that need a system user and systemd: they check the
+units with ``systemd-analyze`` and run the unit's command the way systemd would
+run it: the unit's own ``Environment=`` variables, a clean environment otherwise,
+its ``WorkingDirectory``; nothing else in the line is changed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -35,6 +37,7 @@ from support.deploy import (
     upload_with_cuts,
 )
 from support.rawclient import raw_create, raw_offset, raw_resume, send_partial_patch
+from support.systemd import SYSTEMD, Systemd
 
 from tuswsgi import gunicorn_conf
 
@@ -46,8 +49,12 @@ INSTALLED_UNIT = "/etc/systemd/system/tuswsgi.service"
 INSTALLED_SOCKET = "/etc/systemd/system/tuswsgi.socket"
 #: What the recipe installs, and where systemd keeps the service's state.
 MOVED = ["/opt/tuswsgi", "/etc/tuswsgi", "/etc/systemd/system", "/var/lib/tuswsgi"]
-#: Steps a test machine cannot take: it has no system user to spare and runs no systemd.
+#: Steps that need a system user and a running systemd (the moved recipe has neither).
 NOT_HERE = ["useradd", "systemctl", "journalctl"]
+#: A Debian host's python3, which ``python3 -m venv`` gives the unit's venv.
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: tuswsgi.socket's ListenStream= port.
+UNIT_PORT = 8000
 
 
 @pytest.fixture(scope="module")
@@ -195,27 +202,31 @@ def test_exec_start_serves_an_interrupted_upload_and_stops_gracefully(installed,
 
 
 class Resumer(threading.Thread):
-    """A client uploading ``data`` in paced 128 KiB PATCHes on a kept-alive
-    connection, resuming as tus clients do: after any failure it asks for the
-    offset (a new connection each time) until the server answers, then goes on."""
+    """A client uploading ``data`` in 512 KiB PATCHes on a kept-alive connection,
+    each body sent at about 640 KiB/s, so that the upload is almost always in the
+    middle of a body; it resumes as tus clients do: after any failure it asks for
+    the offset (a new connection each time) until the server answers, then goes on."""
+
+    PATCH = 512 << 10
+    PIECE = 32 << 10
 
     def __init__(self, port: int, data: bytes) -> None:
         super().__init__(daemon=True)
         self.port, self.data = port, data
         self.path = raw_create(port, len(data))
         self.failed_at: list[float] = []
-        self.resumed_at: list[float] = []
+        self.resumed_at: list[float] = []  # when the server told it where to go on
         self.offset = 0
 
     def run(self) -> None:
         conn = None
         while self.offset < len(self.data):
-            chunk = self.data[self.offset:self.offset + (128 << 10)]
+            chunk = self.data[self.offset:self.offset + self.PATCH]
             try:
                 conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-                conn.request("PATCH", self.path, body=chunk, headers={
+                conn.request("PATCH", self.path, body=self._paced(chunk), headers={
                     "Tus-Resumable": "1.0.0", "Upload-Offset": str(self.offset),
-                    "Content-Type": "application/offset+octet-stream"})
+                    "Content-Length": str(len(chunk)), "Content-Type": "application/offset+octet-stream"})
                 answer = conn.getresponse()
                 answer.read()
                 if answer.status != 204:
@@ -226,13 +237,16 @@ class Resumer(threading.Thread):
                 conn = None
                 self.failed_at.append(time.monotonic())
                 self.offset = self._offset_when_served()
-                continue
-            if self.failed_at and len(self.resumed_at) < len(self.failed_at):
                 self.resumed_at.append(time.monotonic())
+                continue
             self.offset += len(chunk)
-            time.sleep(0.2)  # about 600 KiB/s: every upload is still running at the restart
         if conn is not None:
             conn.close()
+
+    def _paced(self, chunk: bytes) -> Iterator[bytes]:
+        for start in range(0, len(chunk), self.PIECE):
+            yield chunk[start:start + self.PIECE]
+            time.sleep(0.05)
 
     def _offset_when_served(self) -> int:
         while True:
@@ -242,14 +256,61 @@ class Resumer(threading.Thread):
                 time.sleep(0.05)
 
 
-def test_a_restart_through_the_socket_unit_refuses_no_one_and_loses_nothing(installed):
-    """systemctl restart with a socket unit: SIGTERM to the service while 100
-    uploads run, then a new ExecStart on the socket systemd kept.  Running uploads
-    are answered at once and resume, new clients (one every 20 ms) wait in the
-    socket's queue and are all served, and every upload ends whole."""
-    listener = socket_unit_listener()
-    port = listener.getsockname()[1]
-    server, _ = start_exec_start(installed, listener, "restart-first.log")
+@pytest.fixture(scope="module")
+def under_systemd(tmp_path_factory) -> Iterator[Systemd]:
+    """The recipe with Debian's systemd running it: every line as written (``useradd``
+    and ``systemctl`` included) but ``journalctl -f``, which follows for ever (the
+    service's lines are on systemd's console, ``Systemd.log``).  ``python3`` is the
+    system's, as on a Debian host, so the venv works under the unit's ``ProtectHome``."""
+    for tool in ("unshare", "nsenter"):
+        require_tool(f"{tool} (Debian package util-linux)", shutil.which(tool) is not None)
+    require_tool("systemd (Debian package systemd)", Path(SYSTEMD).exists())
+    has_venv = subprocess.run([SYSTEM_PYTHON, "-c", "import ensurepip, pip"]).returncode == 0
+    require_tool("/usr/bin/python3 with venv and pip (python3-venv, python3-pip)", has_venv)
+    with socket.socket() as probe:  # the socket unit's ListenStream=, as the recipe installs it
+        assert probe.connect_ex(("127.0.0.1", UNIT_PORT)) != 0, f"port {UNIT_PORT} is taken"
+    root = tmp_path_factory.mktemp("systemd")
+    systemd = Systemd(root / "systemd")
+    systemd.start()
+    try:
+        recipe = Recipe("systemd", root / "recipe", moved=[], skip=["journalctl"], python=SYSTEM_PYTHON)
+        recipe.run(recipe.steps, within=systemd.prefix(recipe.checkout))
+        _wait_for_answer(UNIT_PORT, systemd)
+        yield systemd
+    finally:
+        systemd.stop()
+
+
+def _wait_for_answer(port: int, systemd: Systemd, timeout: float = 30) -> float:
+    """When the service answers a new client (who may have waited in the socket's queue)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.options(f"http://127.0.0.1:{port}/files/", timeout=5)
+            return time.monotonic()
+        except requests.RequestException:
+            assert time.monotonic() < deadline, systemd.log()[-4000:]
+
+
+def test_systemd_runs_the_recipe_hardened_from_the_wheel(under_systemd):
+    """The unit as installed, its user, its sandbox: the server that answers is the
+    wheel's, running as ``tuswsgi`` with no capabilities."""
+    show = dict(line.split("=", 1) for line in under_systemd.systemctl(
+        "show", "tuswsgi", "-p", "ActiveState,User,MainPID,TriggeredBy,ProtectSystem").splitlines())
+    assert show["ActiveState"] == "active" and show["User"] == "tuswsgi", show
+    assert show["TriggeredBy"] == "tuswsgi.socket" and show["ProtectSystem"] == "strict", show
+    status = Path(f"/proc/{_host_pid(under_systemd, int(show['MainPID']))}/status").read_text()
+    assert "CapEff:\t0000000000000000" in status, status
+    with open("/proc/self/mountinfo") as ours:
+        assert " /opt/tuswsgi" not in ours.read()  # the machine's /opt is untouched
+
+
+def test_systemctl_restart_refuses_no_one_and_loses_nothing(under_systemd):
+    """``systemctl restart tuswsgi`` through the socket unit while 100 uploads run:
+    running uploads are answered at once and resume, new clients (one every 20 ms)
+    wait in the socket's queue and are all served, and every upload ends whole."""
+    port = UNIT_PORT
+    before = under_systemd.systemctl("show", "tuswsgi", "-p", "MainPID", "--value").strip()
     clients = [Resumer(port, os.urandom(2 << 20)) for _ in range(100)]
     refused: list[str] = []
     served = [0]
@@ -271,26 +332,48 @@ def test_a_restart_through_the_socket_unit_refuses_no_one_and_loses_nothing(inst
         prober.start()
         while min(client.offset for client in clients) < (512 << 10):
             time.sleep(0.05)
-        stopping = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
-        server.proc.wait(timeout=45)
-        stopped_in = time.monotonic() - stopping
-        server, _ = start_exec_start(installed, listener, "restart-second.log")
-        accepting = time.monotonic()
+        restarting = time.monotonic()
+        under_systemd.systemctl("restart", "tuswsgi")
+        restarted_in = time.monotonic() - restarting
+        accepting = _wait_for_answer(port, under_systemd)
         for client in clients:
             client.join(120)
         stop.set()
         prober.join(30)
     finally:
         stop.set()
-        server.stop()
-        listener.close()
+    after = under_systemd.systemctl("show", "tuswsgi", "-p", "MainPID", "--value").strip()
+    uploads = under_systemd.path("/var/lib/tuswsgi/uploads")
     late = [client.resumed_at[0] - accepting for client in clients if client.resumed_at]
-    print(f"restart: old server stopped in {stopped_in:.2f} s; {sum(bool(c.failed_at) for c in clients)} "
-          f"uploads interrupted, resumed at most {max(late, default=0):.2f} s after the new one answered; "
+    interrupted = sum(bool(client.failed_at) for client in clients)
+    print(f"systemctl restart: {restarted_in:.2f} s; {interrupted} uploads "
+          f"interrupted, resumed at most {max(late, default=0):.2f} s after the new service answered; "
           f"{served[0]} new clients served, {len(refused)} refused")
+    assert before != after and after != "0", (before, after)
+    assert interrupted >= 90, interrupted  # the restart met running bodies
     assert not refused, refused[:5]
-    assert stopped_in < 2
+    assert restarted_in < 2, under_systemd.log()[-4000:]
     assert all(client.offset == len(client.data) for client in clients)
-    assert all(sha256_file(server.upload_dir / Path(c.path).name) == sha256(c.data) for c in clients)
+    assert all(sha256_file(uploads / Path(c.path).name) == sha256(c.data) for c in clients)
     assert max(late, default=0) < 1
+
+
+def _host_pid(systemd: Systemd, pid: int) -> int:
+    """The machine's number for a process systemd knows as ``pid``."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == str(pid) and len(line.split()) > 2 \
+                    and _in_namespace_of(int(status.parent.name), systemd.pid):
+                return int(status.parent.name)
+    raise AssertionError(f"no process {pid} beside systemd")
+
+
+def _in_namespace_of(pid: int, other: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{other}/ns/pid")
+    except OSError:
+        return False

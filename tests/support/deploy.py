@@ -160,13 +160,14 @@ class Recipe:
     """A recipe of docs/deploying.md, run as written in a copy of the checkout.
 
     Only paths change: each absolute path in ``moved`` (``/opt/tuswsgi``, ...) lives
-    under ``root`` instead, and ``python3`` is the Python running the tests (any
-    Python of at least setup.py's floor would do).  Steps whose program is in ``skip``
-    (``useradd``, ``systemctl``: what a test machine has not) are left out; the test
-    says which.
+    under ``root`` instead, and ``python3`` is ``python`` (by default the Python
+    running the tests; any Python of at least setup.py's floor would do).  Steps
+    whose program is in ``skip`` (``useradd``, ``systemctl``: what a test machine
+    without its own systemd has not) are left out; the test says which.
     """
 
-    def __init__(self, name: str, root: Path, *, moved: Sequence[str], skip: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, root: Path, *, moved: Sequence[str], skip: Sequence[str] = (),
+                 python: str = sys.executable) -> None:
         self.steps = recipe(name)
         self.root = root
         self.checkout = copy_checkout(root / "checkout")
@@ -174,7 +175,7 @@ class Recipe:
         shims = root / "shims"
         shims.mkdir()
         python3 = shims / "python3"
-        python3.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        python3.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
         python3.chmod(0o755)
         self.env = user_env(shims)
         self.skipped = [step for step in self.steps if step.program in skip]
@@ -187,13 +188,15 @@ class Recipe:
             text = re.sub(rf"(?<![\w/.]){re.escape(installed)}(?=/|\s|$)", moved, text)
         return text
 
-    def run(self, steps: Sequence[Step]) -> None:
+    def run(self, steps: Sequence[Step], within: Sequence[str] = ()) -> None:
+        """Run ``steps`` in the checkout; ``within`` prefixes each command (``nsenter``
+        for a namespaced systemd)."""
         for step in steps:
             if step in self.skipped:
                 continue
             command = self.path(step.command)
-            result = subprocess.run(["bash", "-c", command], cwd=self.checkout, env=self.env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+            result = subprocess.run([*within, "bash", "-c", command], cwd=self.checkout, env=self.env,
+                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
             assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout[-4000:]}"
 
     def command(self, step: Step) -> tuple[Path, list[str]]:
