@@ -271,6 +271,7 @@ def under_systemd(tmp_path_factory) -> Iterator[Systemd]:
         assert probe.connect_ex(("127.0.0.1", UNIT_PORT)) != 0, f"port {UNIT_PORT} is taken"
     root = tmp_path_factory.mktemp("systemd")
     systemd = Systemd(root / "systemd")
+    private_tmp = set(Path("/tmp").glob("systemd-private-*"))
     systemd.start()
     try:
         recipe = Recipe("systemd", root / "recipe", moved=[], skip=["journalctl"], python=SYSTEM_PYTHON)
@@ -279,6 +280,7 @@ def under_systemd(tmp_path_factory) -> Iterator[Systemd]:
         yield systemd
     finally:
         systemd.stop()
+    assert set(Path("/tmp").glob("systemd-private-*")) == private_tmp, "PrivateTmp= left its directory"
 
 
 def _wait_for_answer(port: int, systemd: Systemd, timeout: float = 30) -> float:

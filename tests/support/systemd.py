@@ -30,7 +30,9 @@ from typing import Sequence
 SYSTEMD = "/lib/systemd/systemd"
 #: The targets a service's and a socket's default dependencies name, empty.
 TARGETS = ["sysinit", "basic", "sockets", "shutdown", "slices", "timers", "paths", "network",
-           "local-fs", "multi-user", "tuswsgi-tests"]
+           "local-fs", "multi-user"]
+#: The target systemd boots into, and returns to before it ends (``isolate``).
+BOOT = "tuswsgi-tests"
 OVERLAID = ["etc", "opt", "var/lib"]
 #: systemd's own settings, in the overlay of /etc (they outlive a daemon-reload,
 #: which command-line options do not): its lines and its services' on the console.
@@ -58,6 +60,7 @@ class Systemd:
         for target in TARGETS:
             (units / f"{target}.target").write_text(f"[Unit]\nDescription={target} (tests)\n"
                                                     "DefaultDependencies=no\n")
+        (units / f"{BOOT}.target").write_text("[Unit]\nDescription=tuswsgi tests\nAllowIsolate=yes\n")
         (units / "system.slice").write_text("[Unit]\nDefaultDependencies=no\n[Slice]\n")
         (self.root / "generators").mkdir()
         console = self._console()
@@ -110,7 +113,7 @@ class Systemd:
         lines.append(" ".join([
             "exec env container=tuswsgi-tests", f"SYSTEMD_UNIT_PATH=/etc/systemd/system:{units}",
             f"SYSTEMD_GENERATOR_PATH={generators}", f"SYSTEMD_ENVIRONMENT_GENERATOR_PATH={generators}",
-            SYSTEMD, "--system", "--unit=tuswsgi-tests.target"]))
+            SYSTEMD, "--system", f"--unit={BOOT}.target"]))
         return "\n".join(lines)
 
     def _check(self, deadline: float, what: str) -> None:
@@ -146,15 +149,19 @@ class Systemd:
         return self.console.read_text(errors="replace")
 
     def stop(self) -> None:
-        """End systemd and, with it, every process of its namespace."""
-        if self.pid:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.proc is not None:
-            self.proc.wait(timeout=30)
-            os.close(self._slave)
+        """Stop every unit (which removes what they made, such as ``PrivateTmp=``'s
+        directories in the machine's ``/tmp``), then end systemd and, with it, every
+        process of its namespace."""
+        if self.proc is None:
+            return
+        if self.pid and self.proc.poll() is None:
+            self.within(["systemctl", "isolate", f"{BOOT}.target"], check=False, timeout=120)
+            deadline = time.monotonic() + 10  # it removes those directories in a child of its own
+            while _child_of(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        os.close(self._slave)
 
 
 def _child_of(pid: int) -> int:
