@@ -15,7 +15,7 @@ probe's success rate and p50/p99, the phone's stored rate, the servers' CPU, and
 how many flood connections the server cut within ``--watch`` seconds and when
 (median and p90 after connecting).
 
-Results: a table on stdout and bench/results/<date>-floods.json.
+Results: a table on stdout and bench/results/<date and time>-floods.json.
 """
 
 from __future__ import annotations
@@ -37,13 +37,18 @@ import run  # noqa: E402
 from support.flood import HonestUpload, Probe  # noqa: E402
 
 STEADY = 30.0
+#: Connections one flood process holds: below a common descriptor limit (20,000).
+#: Past about 28,000 connections to one port, widen net.ipv4.ip_local_port_range.
+PER_PROCESS = 10_000
 
 
 def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
     """One flood against a started server."""
-    flood = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "support", "flood.py"),
-                              str(server.port), kind, str(n), str(watch)], stdout=subprocess.PIPE, text=True)
-    assert flood.stdout is not None and flood.stdout.readline().strip() == "started"
+    floods = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "support", "flood.py"),
+                                str(server.port), kind, str(share), str(watch)], stdout=subprocess.PIPE, text=True)
+              for share in _shares(n)]
+    for flood in floods:
+        assert flood.stdout is not None and flood.stdout.readline().strip() == "started"
     time.sleep(n / 1000 + 2)  # connected
     pids = capacity.server_pids(server)
     cpu_before, started = capacity.cpu_seconds(pids), time.monotonic()
@@ -54,8 +59,11 @@ def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
     results = probe.stop()
     cpu = (capacity.cpu_seconds(pids) - cpu_before) / (time.monotonic() - started) * 100
     stored = _settled_size(os.path.join(server.directory, phone.upload), phone.sent) if phone.upload else 0
-    held = json.loads(flood.stdout.readline())
-    flood.wait(60)
+    held = []
+    for flood in floods:
+        assert flood.stdout is not None
+        held += json.loads(flood.stdout.readline())
+        flood.wait(60)
     cut = sorted(h["closed_after"] for h in held if h["connected"] and h["closed_after"] is not None)
     ok = [r for r in results if r[1]]
     return {"server": server.name, "kind": kind, "n": n,
@@ -65,6 +73,12 @@ def one_cell(server: run.Server, kind: str, n: int, watch: float) -> dict:
             "probe_ms": capacity.spread([r[2] for r in ok]),
             "phone_pct": round(100 * stored / (8000 * STEADY), 1), "phone_created": phone.created,
             "cpu_pct": round(cpu)}
+
+
+def _shares(n: int) -> list[int]:
+    """N split over flood processes of at most PER_PROCESS connections each."""
+    processes = -(-n // PER_PROCESS)
+    return [n // processes + (i < n % processes) for i in range(processes)]
 
 
 def _size(path: str) -> int:
@@ -131,7 +145,7 @@ def main() -> int:
         storage.close()
     text = table(rows)
     print(text)
-    out = os.path.join(BENCH, "results", f"{datetime.date.today()}-floods.json")
+    out = os.path.join(BENCH, "results", f"{datetime.datetime.now():%Y-%m-%dT%H%M%S}-floods.json")
     with open(out, "w") as handle:
         json.dump({"rows": rows, "table": text, "watch": args.watch, "steady": STEADY,
                    "settings": run.gunicorn_settings(), "system": capacity.system_limits()}, handle, indent=1)
