@@ -272,8 +272,8 @@ def under_systemd(tmp_path_factory) -> Iterator[Systemd]:
     root = tmp_path_factory.mktemp("systemd")
     systemd = Systemd(root / "systemd")
     private_tmp = set(Path("/tmp").glob("systemd-private-*"))
-    systemd.start()
     try:
+        systemd.start()
         recipe = Recipe("systemd", root / "recipe", moved=[], skip=["journalctl"], python=SYSTEM_PYTHON)
         recipe.run(recipe.steps, within=systemd.prefix(recipe.checkout))
         _wait_for_answer(UNIT_PORT, systemd)

@@ -18,6 +18,7 @@ The network is the machine's, so a socket unit listens where it says.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -151,7 +152,7 @@ class Systemd:
     def stop(self) -> None:
         """Stop every unit (which removes what they made, such as ``PrivateTmp=``'s
         directories in the machine's ``/tmp``), then end systemd and, with it, every
-        process of its namespace."""
+        process of its namespace.  Safe after a failed :meth:`start`."""
         if self.proc is None:
             return
         if self.pid and self.proc.poll() is None:
@@ -159,9 +160,15 @@ class Systemd:
             deadline = time.monotonic() + 10  # it removes those directories in a child of its own
             while _child_of(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:  # it never started systemd
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        os.close(self._slave)
+        if self._slave >= 0:
+            os.close(self._slave)
+            self._slave = -1
 
 
 def _child_of(pid: int) -> int:
